@@ -1,0 +1,116 @@
+"""The official pix2pix U-Net, kept only as a reference for tests/test_unet.py.
+
+Transcribed from junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (`UnetGenerator`,
+`UnetSkipConnectionBlock`, `get_norm_layer`, `init_weights`), which is
+Copyright (c) 2017, Jun-Yan Zhu and Taesung Park, released under the BSD 2-Clause licence.
+Layers, their order and their in-place activations are kept as they are there (the in-place
+LeakyReLU at the top of each inner block rewrites the tensor that the skip then concatenates,
+so what a skip carries is LeakyReLU(features), as in the original). Docstrings, DataParallel and
+the other networks are left out; the 'none' norm uses nn.Identity as the current upstream does.
+"""
+import functools
+
+import torch
+from torch import nn
+from torch.nn import init
+
+
+def get_norm_layer(norm_type="instance"):
+    if norm_type == "batch":
+        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
+    if norm_type == "instance":
+        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
+    if norm_type == "none":
+        return lambda channels: nn.Identity()
+    raise NotImplementedError(f"normalization layer [{norm_type}] is not found")
+
+
+def init_weights(net, init_type="normal", init_gain=0.02):
+    def init_func(m):
+        classname = m.__class__.__name__
+        if hasattr(m, "weight") and (classname.find("Conv") != -1 or classname.find("Linear") != -1):
+            assert init_type == "normal"
+            init.normal_(m.weight.data, 0.0, init_gain)
+            if hasattr(m, "bias") and m.bias is not None:
+                init.constant_(m.bias.data, 0.0)
+        elif classname.find("BatchNorm2d") != -1:
+            init.normal_(m.weight.data, 1.0, init_gain)
+            init.constant_(m.bias.data, 0.0)
+
+    net.apply(init_func)
+
+
+class UnetGenerator(nn.Module):
+    """unet_256 is UnetGenerator(input_nc, output_nc, 8, ngf, ...), unet_128 the same with 7."""
+
+    def __init__(self, input_nc, output_nc, num_downs, ngf=64, norm_layer=nn.BatchNorm2d, use_dropout=False):
+        super().__init__()
+        # construct unet structure, from the innermost block outwards
+        unet_block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, input_nc=None, submodule=None,
+                                             norm_layer=norm_layer, innermost=True)
+        for _ in range(num_downs - 5):  # intermediate layers with ngf * 8 filters
+            unet_block = UnetSkipConnectionBlock(ngf * 8, ngf * 8, input_nc=None, submodule=unet_block,
+                                                 norm_layer=norm_layer, use_dropout=use_dropout)
+        # gradually reduce the number of filters from ngf * 8 to ngf
+        unet_block = UnetSkipConnectionBlock(ngf * 4, ngf * 8, input_nc=None, submodule=unet_block, norm_layer=norm_layer)
+        unet_block = UnetSkipConnectionBlock(ngf * 2, ngf * 4, input_nc=None, submodule=unet_block, norm_layer=norm_layer)
+        unet_block = UnetSkipConnectionBlock(ngf, ngf * 2, input_nc=None, submodule=unet_block, norm_layer=norm_layer)
+        self.model = UnetSkipConnectionBlock(output_nc, ngf, input_nc=input_nc, submodule=unet_block,
+                                             outermost=True, norm_layer=norm_layer)
+
+    def forward(self, input):
+        return self.model(input)
+
+
+class UnetSkipConnectionBlock(nn.Module):
+    """X -------------------identity---------------------- X
+         |-- downsampling -- |submodule| -- upsampling --|"""
+
+    def __init__(self, outer_nc, inner_nc, input_nc=None, submodule=None, outermost=False, innermost=False,
+                 norm_layer=nn.BatchNorm2d, use_dropout=False):
+        super().__init__()
+        self.outermost = outermost
+        if type(norm_layer) == functools.partial:
+            use_bias = norm_layer.func == nn.InstanceNorm2d
+        else:
+            use_bias = norm_layer == nn.InstanceNorm2d
+        if input_nc is None:
+            input_nc = outer_nc
+        downconv = nn.Conv2d(input_nc, inner_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
+        downrelu = nn.LeakyReLU(0.2, True)
+        downnorm = norm_layer(inner_nc)
+        uprelu = nn.ReLU(True)
+        upnorm = norm_layer(outer_nc)
+
+        if outermost:
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1)
+            down = [downconv]
+            up = [uprelu, upconv, nn.Tanh()]
+            model = down + [submodule] + up
+        elif innermost:
+            upconv = nn.ConvTranspose2d(inner_nc, outer_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
+            down = [downrelu, downconv]
+            up = [uprelu, upconv, upnorm]
+            model = down + up
+        else:
+            upconv = nn.ConvTranspose2d(inner_nc * 2, outer_nc, kernel_size=4, stride=2, padding=1, bias=use_bias)
+            down = [downrelu, downconv, downnorm]
+            up = [uprelu, upconv, upnorm]
+            if use_dropout:
+                model = down + [submodule] + up + [nn.Dropout(0.5)]
+            else:
+                model = down + [submodule] + up
+
+        self.model = nn.Sequential(*model)
+
+    def forward(self, x):
+        if self.outermost:
+            return self.model(x)
+        return torch.cat([x, self.model(x)], 1)  # add skip connections
+
+
+def define_unet(input_nc=3, output_nc=3, num_downs=8, ngf=64, norm="batch", use_dropout=True):
+    """What the official `define_G(..., netG='unet_256')` builds on the CPU (init 'normal', gain 0.02)."""
+    net = UnetGenerator(input_nc, output_nc, num_downs, ngf, norm_layer=get_norm_layer(norm), use_dropout=use_dropout)
+    init_weights(net)
+    return net
