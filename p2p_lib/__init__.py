@@ -5,5 +5,6 @@ from p2p_lib.blocks import *  # lesson 01
 from p2p_lib.unet import *  # lesson 02
 from p2p_lib.patchgan import *  # lesson 03
 from p2p_lib.losses import *  # lesson 04
+from p2p_lib.data import *  # lesson 05
 
 __version__ = "0.1.0"
