@@ -33,8 +33,11 @@ data: install
 data-offline: install
 	$(BIN)/p2p download facades --dest datasets/facades --offline
 
+# Jupyter refuses to run as root unless told to (containers often run as root).
+ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
+
 course: data
-	$(BIN)/jupyter lab lessons/
+	$(BIN)/jupyter lab $(ALLOW_ROOT) lessons/
 
 test: data-offline
 	$(BIN)/python -m pytest
