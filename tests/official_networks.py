@@ -1,7 +1,7 @@
-"""The official pix2pix U-Net, kept only as a reference for tests/test_unet.py.
+"""The official pix2pix networks, kept only as references for the tests (U-Net, PatchGAN, PixelGAN).
 
 Transcribed from junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (`UnetGenerator`,
-`UnetSkipConnectionBlock`, `get_norm_layer`, `init_weights`), which is
+`UnetSkipConnectionBlock`, `NLayerDiscriminator`, `PixelDiscriminator`, `get_norm_layer`, `init_weights`), which is
 Copyright (c) 2017, Jun-Yan Zhu and Taesung Park, released under the BSD 2-Clause licence.
 Layers, their order and their in-place activations are kept as they are there (the in-place
 LeakyReLU at the top of each inner block rewrites the tensor that the skip then concatenates,
@@ -114,3 +114,62 @@ def define_unet(input_nc=3, output_nc=3, num_downs=8, ngf=64, norm="batch", use_
     net = UnetGenerator(input_nc, output_nc, num_downs, ngf, norm_layer=get_norm_layer(norm), use_dropout=use_dropout)
     init_weights(net)
     return net
+
+
+class NLayerDiscriminator(nn.Module):
+    def __init__(self, input_nc, ndf=64, n_layers=3, norm_layer=nn.BatchNorm2d):
+        super().__init__()
+        if type(norm_layer) == functools.partial:
+            use_bias = norm_layer.func == nn.InstanceNorm2d
+        else:
+            use_bias = norm_layer == nn.InstanceNorm2d
+
+        kw = 4
+        padw = 1
+        sequence = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=2, padding=padw), nn.LeakyReLU(0.2, True)]
+        nf_mult = 1
+        nf_mult_prev = 1
+        for n in range(1, n_layers):
+            nf_mult_prev = nf_mult
+            nf_mult = min(2 ** n, 8)
+            sequence += [
+                nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=2, padding=padw, bias=use_bias),
+                norm_layer(ndf * nf_mult),
+                nn.LeakyReLU(0.2, True),
+            ]
+
+        nf_mult_prev = nf_mult
+        nf_mult = min(2 ** n_layers, 8)
+        sequence += [
+            nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=1, padding=padw, bias=use_bias),
+            norm_layer(ndf * nf_mult),
+            nn.LeakyReLU(0.2, True),
+        ]
+
+        sequence += [nn.Conv2d(ndf * nf_mult, 1, kernel_size=kw, stride=1, padding=padw)]
+        self.model = nn.Sequential(*sequence)
+
+    def forward(self, input):
+        return self.model(input)
+
+
+class PixelDiscriminator(nn.Module):
+    def __init__(self, input_nc, ndf=64, norm_layer=nn.BatchNorm2d):
+        super().__init__()
+        if type(norm_layer) == functools.partial:
+            use_bias = norm_layer.func == nn.InstanceNorm2d
+        else:
+            use_bias = norm_layer == nn.InstanceNorm2d
+
+        self.net = [
+            nn.Conv2d(input_nc, ndf, kernel_size=1, stride=1, padding=0),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf, ndf * 2, kernel_size=1, stride=1, padding=0, bias=use_bias),
+            norm_layer(ndf * 2),
+            nn.LeakyReLU(0.2, True),
+            nn.Conv2d(ndf * 2, 1, kernel_size=1, stride=1, padding=0, bias=use_bias)]
+
+        self.net = nn.Sequential(*self.net)
+
+    def forward(self, input):
+        return self.net(input)

@@ -2,14 +2,16 @@
 
 The expected numbers (2,768,705 parameters, a 30x30 grid for 256x256, receptive fields 16/34/70/142/286)
 come from the paper and the official code; the receptive field is measured here from input gradients,
-and both networks are compared output for output with a transcription of the official ones (bottom).
+and both networks are compared output for output with a transcription of the official ones (tests/official_networks.py).
 """
-import functools
 
 import pytest
 import torch
 from torch import nn
 
+from official_networks import NLayerDiscriminator as OfficialNLayerDiscriminator
+from official_networks import PixelDiscriminator as OfficialPixelDiscriminator
+from official_networks import get_norm_layer as official_norm_layer
 from p2p_lib.patchgan import PatchDiscriminator, PixelDiscriminator, patch_grid_size, patch_span, receptive_field
 
 
@@ -169,81 +171,8 @@ def test_no_sigmoid_anywhere(norm):
 
 
 # ---------------------------------------------------------------- the official networks
-# Transcribed from junyanz/pytorch-CycleGAN-and-pix2pix, models/networks.py (`NLayerDiscriminator`,
-# `PixelDiscriminator`, `get_norm_layer`), Copyright (c) 2017, Jun-Yan Zhu and Taesung Park, released under
-# the BSD 2-Clause licence. Layers and their order as there; docstrings left out; 'none' is nn.Identity as upstream.
+# (transcribed in tests/official_networks.py)
 
-
-def official_norm_layer(norm_type):
-    if norm_type == "batch":
-        return functools.partial(nn.BatchNorm2d, affine=True, track_running_stats=True)
-    if norm_type == "instance":
-        return functools.partial(nn.InstanceNorm2d, affine=False, track_running_stats=False)
-    if norm_type == "none":
-        return lambda x: nn.Identity()
-    raise NotImplementedError(f"normalization layer [{norm_type}] is not found")
-
-
-class OfficialNLayerDiscriminator(nn.Module):
-    def __init__(self, input_nc, ndf=64, n_layers=3, norm_layer=nn.BatchNorm2d):
-        super().__init__()
-        if type(norm_layer) == functools.partial:
-            use_bias = norm_layer.func == nn.InstanceNorm2d
-        else:
-            use_bias = norm_layer == nn.InstanceNorm2d
-
-        kw = 4
-        padw = 1
-        sequence = [nn.Conv2d(input_nc, ndf, kernel_size=kw, stride=2, padding=padw), nn.LeakyReLU(0.2, True)]
-        nf_mult = 1
-        nf_mult_prev = 1
-        for n in range(1, n_layers):
-            nf_mult_prev = nf_mult
-            nf_mult = min(2 ** n, 8)
-            sequence += [
-                nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=2, padding=padw, bias=use_bias),
-                norm_layer(ndf * nf_mult),
-                nn.LeakyReLU(0.2, True),
-            ]
-
-        nf_mult_prev = nf_mult
-        nf_mult = min(2 ** n_layers, 8)
-        sequence += [
-            nn.Conv2d(ndf * nf_mult_prev, ndf * nf_mult, kernel_size=kw, stride=1, padding=padw, bias=use_bias),
-            norm_layer(ndf * nf_mult),
-            nn.LeakyReLU(0.2, True),
-        ]
-
-        sequence += [nn.Conv2d(ndf * nf_mult, 1, kernel_size=kw, stride=1, padding=padw)]
-        self.model = nn.Sequential(*sequence)
-
-    def forward(self, input):
-        return self.model(input)
-
-
-class OfficialPixelDiscriminator(nn.Module):
-    def __init__(self, input_nc, ndf=64, norm_layer=nn.BatchNorm2d):
-        super().__init__()
-        if type(norm_layer) == functools.partial:
-            use_bias = norm_layer.func == nn.InstanceNorm2d
-        else:
-            use_bias = norm_layer == nn.InstanceNorm2d
-
-        self.net = [
-            nn.Conv2d(input_nc, ndf, kernel_size=1, stride=1, padding=0),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf, ndf * 2, kernel_size=1, stride=1, padding=0, bias=use_bias),
-            norm_layer(ndf * 2),
-            nn.LeakyReLU(0.2, True),
-            nn.Conv2d(ndf * 2, 1, kernel_size=1, stride=1, padding=0, bias=use_bias)]
-
-        self.net = nn.Sequential(*self.net)
-
-    def forward(self, input):
-        return self.net(input)
-
-
-# ---- (end of the transcription)
 
 
 def load_by_order(ours: nn.Module, official: nn.Module) -> None:
