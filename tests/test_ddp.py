@@ -1,0 +1,78 @@
+"""`p2p train` under torchrun: two CPU processes with DistributedDataParallel on the gloo backend."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+# Runs the engine as torchrun would run `p2p train`, and afterwards saves this process's weights,
+# so the test can compare the two processes (DDP must keep them identical).
+LAUNCHER = textwrap.dedent("""
+    import os, sys
+    import torch
+    import p2p_lib.engine as engine
+
+    nets = {}
+    real_step = engine.train_step
+
+    def spy(G, D, *args, **kwargs):
+        nets["G"], nets["D"] = G, D
+        return real_step(G, D, *args, **kwargs)
+
+    engine.train_step = spy
+    code = engine.main(sys.argv[2:])
+    weights = {name: {k: v.detach().clone() for k, v in engine._unwrap(net).named_parameters()}
+               for name, net in nets.items()}
+    weights["wrapped"] = type(nets["G"]).__name__
+    torch.save(weights, os.path.join(sys.argv[1], "rank%s.pt" % os.environ["RANK"]))
+    sys.exit(code)
+""")
+
+
+def make_pairs(root, count=6, size=136):
+    rng = np.random.default_rng(0)
+    for split, n in (("train", count), ("val", 2)):
+        (root / split).mkdir(parents=True)
+        for i in range(n):
+            a = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+            Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(root / split / f"{i}.png")
+    return root
+
+
+def test_two_processes_train_in_step_and_only_rank_0_writes(tmp_path):
+    data = make_pairs(tmp_path / "pairs")
+    launcher = tmp_path / "launch.py"
+    launcher.write_text(LAUNCHER)
+    args = ["--dataroot", str(data), "--name", "ddp", "--checkpoints_dir", str(tmp_path / "ck"), "--netG", "unet_128",
+            "--load_size", "136", "--crop_size", "128", "--ngf", "4", "--ndf", "4", "--max_steps", "4",
+            "--print_freq", "1", "--num_val", "2", "--no_progress", "--save_latest_freq", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    try:
+        done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               str(launcher), str(tmp_path), *args],
+                              capture_output=True, text=True, timeout=300, env=env)
+    except subprocess.TimeoutExpired as err:
+        pytest.fail(f"torchrun did not finish in 300 s:\n{err.stdout}\n{err.stderr}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1))
+    assert rank0["wrapped"] == "DistributedDataParallel"
+    for net in ("G", "D"):
+        for name, value in rank0[net].items():
+            assert torch.isfinite(value).all(), f"{net}.{name}"
+            assert torch.equal(value, rank1[net][name]), f"{net}.{name} differs between the processes"
+    run = tmp_path / "ck" / "ddp"
+    assert sorted(p.name for p in run.iterdir()) == ["images", "latest_net_G.pt", "latest_state.pt",
+                                                     "loss_log.jsonl", "opt.json"]
+    records = [json.loads(line) for line in (run / "loss_log.jsonl").read_text().splitlines()]
+    # one writer: each record once; 6 pairs over 2 processes = 3 iterations per epoch
+    assert [(r["type"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("train", 3), ("epoch", 3),
+                                                         ("train", 4), ("final", 4)]
+    assert "3 iterations per epoch per process (2 processes)" in done.stdout
+    saved = torch.load(run / "latest_state.pt", weights_only=True)
+    assert saved["step"] == 4 and len(saved["rng_per_rank"]) == 2
+    assert all(torch.equal(saved["G"][k], v) for k, v in rank0["G"].items())
