@@ -23,13 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="p2p", description="pix2pix from scratch: data, training and inference from the command line.")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as err:
-            if err.name == name:  # TEMPORARY while the modules are being written
-                continue
-            raise
-        module.register_cli(subparsers)
+        importlib.import_module(name).register_cli(subparsers)
     return parser
 
 
