@@ -119,3 +119,18 @@ def tree_snapshot(root: Path) -> dict[str, str]:
             else:
                 snapshot[key] = hashlib.sha256(path.read_bytes()).hexdigest()
     return snapshot
+
+
+def aligned_pairs(root: Path, counts=(("train", 5), ("val", 3)), size: int = 72, seed: int = 0,
+                  same: bool = False, block: int = 4) -> Path:
+    """A tiny aligned A|B dataset under root/{split}/: A is blocky noise (size x size, `block`-pixel
+    squares), B its photographic negative (or A itself with same=True), so a translation is learnable."""
+    rng = np.random.default_rng(seed)
+    for split, count in counts:
+        folder = Path(root) / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            a = rng.integers(0, 256, (size // block, size // block, 3), dtype=np.uint8)
+            a = a.repeat(block, 0).repeat(block, 1)
+            Image.fromarray(np.concatenate([a, a if same else 255 - a], axis=1)).save(folder / f"{i}.png")
+    return Path(root)

@@ -5,10 +5,10 @@ import subprocess
 import sys
 import textwrap
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
+
+from imagefactory import aligned_pairs
 
 # Runs the engine as torchrun would run `p2p train`, and afterwards saves this process's weights,
 # so the test can compare the two processes (DDP must keep them identical).
@@ -35,13 +35,7 @@ LAUNCHER = textwrap.dedent("""
 
 
 def make_pairs(root, count=6, size=136):
-    rng = np.random.default_rng(0)
-    for split, n in (("train", count), ("val", 2)):
-        (root / split).mkdir(parents=True)
-        for i in range(n):
-            a = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
-            Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(root / split / f"{i}.png")
-    return root
+    return aligned_pairs(root, (("train", count), ("val", 2)), size, block=8)
 
 
 def test_two_processes_train_in_step_and_only_rank_0_writes(tmp_path):

@@ -3,11 +3,11 @@ import argparse
 import json
 import math
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from imagefactory import aligned_pairs
 import p2p_lib.engine as engine
 from p2p_lib.checkpoint import load_checkpoint, load_generator
 from p2p_lib.cli import build_parser
@@ -15,14 +15,7 @@ from p2p_lib.cli import build_parser
 
 def make_pairs(root, counts=(("train", 5), ("val", 2)), size=136, seed=0):
     """Aligned A|B files made with PIL: B is the photographic negative of A."""
-    rng = np.random.default_rng(seed)
-    for split, count in counts:
-        folder = root / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            a = rng.integers(0, 256, (size // 8, size // 8, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
-            Image.fromarray(np.concatenate([a, 255 - a], axis=1)).save(folder / f"{i}.png")
-    return root
+    return aligned_pairs(root, counts, size, seed, block=8)
 
 
 @pytest.fixture

@@ -4,12 +4,12 @@ import copy
 import math
 import warnings
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from imagefactory import aligned_pairs
 from p2p_lib.checkpoint import load_generator
 from p2p_lib.data import PairedImageDataset, to_tensor, transform_image
 from p2p_lib.losses import GANLoss
@@ -22,14 +22,7 @@ from p2p_lib.unet import UNetGenerator
 
 def make_pairs(root, counts=(("train", 5), ("val", 3)), size=72, seed=0, same=False):
     """Aligned A|B files; B is the photographic negative of A (or A itself: same=True)."""
-    rng = np.random.default_rng(seed)
-    for split, count in counts:
-        folder = root / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for i in range(count):
-            a = rng.integers(0, 256, (size // 4, size // 4, 3), dtype=np.uint8).repeat(4, 0).repeat(4, 1)
-            Image.fromarray(np.concatenate([a, a if same else 255 - a], axis=1)).save(folder / f"{i}.png")
-    return root
+    return aligned_pairs(root, counts, size, seed, same=same)
 
 
 def tiny_nets(seed=0, size_levels=5, ngf=4, dropout=True):
