@@ -3,7 +3,6 @@
 """07 · Evaluation and inference: the pieces this lesson builds, as the library keeps them."""
 
 
-import contextlib
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,9 +11,10 @@ from PIL import Image
 from torch import nn
 from p2p_lib.data import IMG_EXTENSIONS, convert_mode, open_image, resized_size, to_tensor, transform_image
 from p2p_lib.metrics import l1_distance, psnr, ssim, to_unit_range
+from p2p_lib.train import model_device, seeded, translation_mode
 
 
-__all__ = ['load_image', 'to_pil', 'generator_channels', 'size_multiple', 'FIT_MODES', 'prepare_input', 'restore_output', 'translation_mode', 'seeded', 'model_device', 'translate', 'image_files', 'translate_folder', 'evaluation_item', 'image_metrics', 'evaluate_generator', 'side_by_side']
+__all__ = ['load_image', 'to_pil', 'generator_channels', 'size_multiple', 'FIT_MODES', 'prepare_input', 'restore_output', 'translate', 'image_files', 'translate_folder', 'evaluation_item', 'image_metrics', 'evaluate_generator', 'side_by_side']
 
 
 def load_image(image, channels: int = 3) -> Image.Image:
@@ -93,46 +93,6 @@ def restore_output(output: torch.Tensor, info: dict) -> Image.Image:
         return to_pil(output[:, top:top + height, left:left + width])
     picture = to_pil(output)
     return picture if picture.size == (width, height) else picture.resize((width, height), Image.Resampling.BICUBIC)
-
-
-@contextlib.contextmanager
-def translation_mode(model: nn.Module, eval_mode: bool = False):
-    """Run `model` under no_grad in the paper's test-time mode (eval_mode=False: train mode, i.e. dropout
-    on and BatchNorm with the statistics of the batch) or in eval mode. Afterwards every module's
-    train/eval flag is as before and, in train mode, every buffer (BatchNorm's running statistics and
-    counters) is restored bit for bit."""
-    flags = [(module, module.training) for module in model.modules()]
-    saved = [] if eval_mode else [(buf, buf.detach().clone()) for buf in model.buffers()]
-    model.train(not eval_mode)
-    try:
-        with torch.no_grad():
-            yield model
-    finally:
-        with torch.no_grad():
-            for buf, value in saved:
-                buf.copy_(value)
-        for module, flag in flags:
-            module.training = flag
-
-
-@contextlib.contextmanager
-def seeded(seed: int | None, device=None):
-    """Make what runs inside repeatable with `seed` (dropout masks) and leave the caller's RNG state as it
-    was; seed=None changes nothing."""
-    if seed is None:
-        yield
-        return
-    device = torch.device(device) if device is not None else torch.device("cpu")
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(seed)
-        yield
-
-
-def model_device(model: nn.Module) -> torch.device:
-    "Where the model's parameters live: inputs go there (move the model with .to(device) first)."
-    first = next(model.parameters(), None)
-    return first.device if first is not None else torch.device("cpu")
 
 
 def translate(model: nn.Module, image, eval_mode: bool = False, seed: int | None = None, size: int | None = None,

@@ -4,6 +4,7 @@
 
 
 from __future__ import annotations
+import contextlib
 import hashlib
 import json
 import math
@@ -20,7 +21,7 @@ from p2p_lib.patchgan import PatchDiscriminator
 from p2p_lib.paths import PROJECT_ROOT, dataset_dir
 
 
-__all__ = ['pick_device', 'set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'fit', 'PairCache', 'COURSE_CONFIG', 'val_tensors', 'translate_batch', 'l1_and_psnr', 'image_grid', 'course_model_path', 'generator_options', 'train_course_model', 'course_model']
+__all__ = ['pick_device', 'set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'fit', 'PairCache', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'course_model_path', 'generator_options', 'train_course_model', 'course_model']
 
 
 from p2p_lib.checkpoint import (CheckpointError, build_generator, generator_checkpoint, load_checkpoint,
@@ -235,28 +236,55 @@ def val_tensors(root, direction: str = "AtoB", size: int = 256, count: int | Non
     return torch.stack([item["A"] for item in items]), torch.stack([item["B"] for item in items])
 
 
-@torch.no_grad()
-def translate_batch(G: nn.Module, A: torch.Tensor, seed: int = 0, batch_size: int = 1) -> torch.Tensor:
-    """G(A) at test time as the paper runs it: train mode (BatchNorm on each batch's own statistics,
-    dropout on), `batch_size` images at a time (1: each image on its own, as official test.py), dropout
-    seeded with `seed`. Every buffer, the train/eval flags and the caller's RNG are left as they were."""
-    device = next(G.parameters()).device
-    flags = [(module, module.training) for module in G.modules()]
-    buffers = [(buf, buf.clone()) for buf in G.buffers()]
-    cuda = [device.index or 0] if device.type == "cuda" else []
-    outputs = []
+@contextlib.contextmanager
+def translation_mode(model: nn.Module, eval_mode: bool = False):
+    """Run `model` under no_grad in the paper's test-time mode (eval_mode=False: train mode, i.e. dropout
+    on and BatchNorm with the statistics of the batch) or in eval mode. Afterwards every module's
+    train/eval flag is as before and, in train mode, every buffer (BatchNorm's running statistics and
+    counters) is restored bit for bit."""
+    flags = [(module, module.training) for module in model.modules()]
+    saved = [] if eval_mode else [(buf, buf.detach().clone()) for buf in model.buffers()]
+    model.train(not eval_mode)
     try:
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            G.train()
-            for start in range(0, len(A), batch_size):
-                outputs.append(G(A[start:start + batch_size].to(device)).float().cpu())
+        with torch.no_grad():
+            yield model
     finally:
-        for buf, value in buffers:
-            buf.copy_(value)
+        with torch.no_grad():
+            for buf, value in saved:
+                buf.copy_(value)
         for module, flag in flags:
             module.training = flag
-    return torch.cat(outputs)
+
+
+@contextlib.contextmanager
+def seeded(seed: int | None, device=None):
+    """Make what runs inside repeatable with `seed` (dropout masks) and leave the caller's RNG state as it
+    was; seed=None changes nothing."""
+    if seed is None:
+        yield
+        return
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield
+
+
+def model_device(model: nn.Module) -> torch.device:
+    "Where the model's parameters live: inputs go there (move the model with .to(device) first)."
+    first = next(model.parameters(), None)
+    return first.device if first is not None else torch.device("cpu")
+
+
+def translate_batch(G: nn.Module, A: torch.Tensor, seed: int | None = 0, batch_size: int = 1,
+                    eval_mode: bool = False) -> torch.Tensor:
+    """G(A) at test time, by default as the paper runs it: train mode (BatchNorm on each batch's own
+    statistics, dropout on), `batch_size` images at a time (1: each image on its own, as official test.py),
+    dropout seeded with `seed`. Returns float32 on the CPU; the model and the caller's RNG are left as they were."""
+    device = model_device(G)
+    with translation_mode(G, eval_mode), seeded(seed, device):
+        return torch.cat([G(A[start:start + batch_size].to(device)).float().cpu()
+                          for start in range(0, len(A), batch_size)])
 
 
 def l1_and_psnr(fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:

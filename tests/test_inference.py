@@ -7,9 +7,9 @@ from torch import nn
 
 from p2p_lib.data import PairedDataError, PairedImageDataset, to_tensor
 from p2p_lib.inference import (evaluate_generator, evaluation_item, image_files, load_image, prepare_input,
-                               restore_output, seeded, side_by_side, to_pil, translate, translate_folder,
-                               translation_mode)
+                               restore_output, side_by_side, to_pil, translate, translate_folder)
 from p2p_lib.metrics import psnr, ssim, to_unit_range
+from p2p_lib.train import seeded, translation_mode
 from p2p_lib.unet import UNetGenerator
 
 
