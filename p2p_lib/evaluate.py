@@ -171,7 +171,8 @@ def _write_index(path: Path, title: str, rows: list[dict], summary: str) -> None
              "</head><body>", f"<h1>{html.escape(title)}</h1>", f"<p>{html.escape(summary)}</p>",
              "<table><tr><th>sample</th><th>input (real_A)</th><th>output (fake_B)</th><th>target (real_B)</th></tr>"]
     for row in rows:
-        scores = f"L1 {row['L1']:.4f}<br>PSNR {row['PSNR']:.2f} dB<br>SSIM {row['SSIM']:.4f}"
+        scores = (f"L1 {row['L1']:.4f}<br>PSNR {row['PSNR']:.2f} dB<br>SSIM {row['SSIM']:.4f}"
+                  f"<br>detail {row['detail']:.3f}")
         lines.append(f"<tr><td>{html.escape(row['name'])}<br>{scores}</td><td>{img(row['files'][0])}</td>"
                      f"<td>{img(row['files'][1])}</td><td>{img(row['files'][2])}</td></tr>")
     lines += ["</table>", "</body></html>"]
@@ -236,8 +237,11 @@ def run_test(args) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 1
     rows = [{**row, "files": files[row["index"]]} for row in result["per_image"]]
+    color = result["color"]
+    colour_text = "" if color is None else (f", colour histogram intersection L {color['L']:.3f} a {color['a']:.3f} "
+                                            f"b {color['b']:.3f}")
     summary = (f"{result['count']} images: L1 {result['L1']:.4f}, PSNR {result['PSNR']:.2f} dB, "
-               f"SSIM {result['SSIM']:.4f} (images on [0, 1]); {mode}")
+               f"SSIM {result['SSIM']:.4f}, detail ratio {result['detail']:.3f}{colour_text} (images on [0, 1]); {mode}")
     if not args.no_html:
         _write_index(web_dir / "index.html", f"{name}: {args.phase} split, epoch {args.epoch}", rows, summary)
     metrics = {"name": name, "checkpoint": str(source), "dataroot": str(dataroot), "phase": args.phase,
@@ -245,7 +249,8 @@ def run_test(args) -> int:
                "direction": options.get("direction") or "AtoB", "load_size": load_size, "crop_size": crop_size,
                "scale": "images on [0, 1]; PSNR in dB", "count": result["count"],
                "L1": _json_number(result["L1"]), "PSNR": _json_number(result["PSNR"]),
-               "SSIM": _json_number(result["SSIM"]),
+               "SSIM": _json_number(result["SSIM"]), "detail": _json_number(result["detail"]),
+               "color": None if color is None else {k: _json_number(v) for k, v in color.items()},
                "per_image": [{k: _json_number(v) for k, v in row.items()} for row in rows]}
     (web_dir / "metrics.json").write_text(json.dumps(metrics, indent=1, allow_nan=False) + "\n", encoding="utf-8")
     print(summary)
@@ -326,7 +331,8 @@ def register_cli(subparsers) -> None:
         description="Translate the first --num_test pairs of DATAROOT/PHASE with a trained generator and write,\n"
                     "per sample, the input, output and target under RESULTS_DIR/NAME/PHASE_EPOCH/images/\n"
                     "(SAMPLE_real_A.png, SAMPLE_fake_B.png, SAMPLE_real_B.png), an index.html showing them, and the\n"
-                    "L1, PSNR and SSIM over the split (printed, and saved to metrics.json; images on [0, 1]).\n"
+                    "L1, PSNR, SSIM and detail ratio (lesson 07) and, for colour outputs, the Lab colour histogram\n"
+                    "intersection over the split (printed, and saved to metrics.json; images on [0, 1]).\n"
                     "Options as in the official test.py; the architecture, direction and crop size are read from\n"
                     "the checkpoint. Preprocessing: resize to --load_size (default: the crop size, as the official\n"
                     "test), a centre crop only if --load_size is larger, never a flip. Results of an earlier run\n"

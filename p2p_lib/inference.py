@@ -10,11 +10,14 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from p2p_lib.data import IMG_EXTENSIONS, convert_mode, open_image, resized_size, to_tensor, transform_image
-from p2p_lib.metrics import l1_distance, psnr, ssim, to_unit_range
 from p2p_lib.train import model_device, seeded, translation_mode
 
 
 __all__ = ['load_image', 'to_pil', 'generator_channels', 'size_multiple', 'FIT_MODES', 'prepare_input', 'restore_output', 'translate', 'image_files', 'translate_folder', 'evaluation_item', 'image_metrics', 'evaluate_generator', 'side_by_side']
+
+
+from p2p_lib.metrics import (color_histogram_intersection, detail_ratio, l1_distance, lab_histograms, psnr, ssim,
+                             to_unit_range)
 
 
 def load_image(image, channels: int = 3) -> Image.Image:
@@ -161,29 +164,38 @@ def evaluation_item(dataset, index: int) -> dict:
 
 
 def image_metrics(fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
-    "L1, PSNR (dB) and SSIM of one generated image against its target, both (C, H, W) in [-1, 1], on [0, 1]."
+    """L1, PSNR (dB), SSIM and detail ratio of one generated image against its target, both (C, H, W) in
+    [-1, 1], on [0, 1]."""
     fake, real = to_unit_range(fake.detach().cpu()), to_unit_range(real.detach().cpu())
-    return {"L1": l1_distance(fake, real).item(), "PSNR": psnr(fake, real).item(), "SSIM": ssim(fake, real).item()}
+    return {"L1": l1_distance(fake, real).item(), "PSNR": psnr(fake, real).item(), "SSIM": ssim(fake, real).item(),
+            "detail": detail_ratio(fake, real).item()}
 
 
 def evaluate_generator(model: nn.Module, dataset, eval_mode: bool = False, seed: int | None = 0,
                        num_images: int | None = None, on_image=None) -> dict:
-    """L1, PSNR and SSIM of `model` on the first `num_images` pairs of `dataset` (default: all), one image
-    at a time in the chosen test-time mode (see `translate`). Returns the means, the count and the
-    per-image rows; `on_image(index, item, fake, scores)` is called for each (to save images)."""
+    """L1, PSNR, SSIM and detail ratio of `model` on the first `num_images` pairs of `dataset` (default: all),
+    one image at a time in the chosen test-time mode (see `translate`), and for RGB outputs the colour
+    histogram intersection of all outputs with all targets. Returns the means, "color" ({"L", "a", "b"} or
+    None), the count and the per-image rows; `on_image(index, item, fake, scores)` is called for each."""
     count = len(dataset) if num_images is None else min(int(num_images), len(dataset))
     device = model_device(model)
-    rows = []
+    rows, histograms = [], None
     with translation_mode(model, eval_mode), seeded(seed, device):
         for index in range(count):
             item = evaluation_item(dataset, index)
             fake = model(item["A"][None].to(device))[0].cpu()
             scores = image_metrics(fake, item["B"])
             rows.append({"index": index, "name": Path(item["A_paths"]).stem, **scores})
+            if fake.shape[0] == 3:  # colour histograms add up image by image: no need to keep the outputs
+                pair = [lab_histograms(to_unit_range(image[None])) for image in (fake, item["B"])]
+                histograms = pair if histograms is None else [{k: h[k] + new[k] for k in h}
+                                                              for h, new in zip(histograms, pair)]
             if on_image is not None:
                 on_image(index, item, fake, scores)
-    means = {key: float(np.mean([row[key] for row in rows])) if rows else float("nan") for key in ("L1", "PSNR", "SSIM")}
-    return {**means, "count": count, "eval_mode": eval_mode, "seed": seed, "per_image": rows}
+    means = {key: float(np.mean([row[key] for row in rows])) if rows else float("nan")
+             for key in ("L1", "PSNR", "SSIM", "detail")}
+    color = color_histogram_intersection(*histograms) if histograms is not None else None
+    return {**means, "color": color, "count": count, "eval_mode": eval_mode, "seed": seed, "per_image": rows}
 
 
 def side_by_side(*images: torch.Tensor, gap: int = 4) -> Image.Image:

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 
-__all__ = ['to_unit_range', 'l1_distance', 'psnr', 'gaussian_window', 'gaussian_blur', 'ssim', 'confusion_matrix', 'segmentation_scores', 'FID_WEIGHTS_FILE', 'FID_WEIGHTS_URL', 'fid_weights_candidates', 'find_fid_weights', 'frechet_distance', 'feature_statistics', 'fid_inception', 'fid_score']
+__all__ = ['to_unit_range', 'l1_distance', 'psnr', 'gaussian_window', 'gaussian_blur', 'ssim', 'confusion_matrix', 'segmentation_scores', 'FID_WEIGHTS_FILE', 'FID_WEIGHTS_URL', 'fid_weights_candidates', 'find_fid_weights', 'frechet_distance', 'feature_statistics', 'fid_inception', 'fid_score', 'SRGB_TO_XYZ', 'D65_WHITE', 'srgb_to_lab', 'LAB_BINS', 'lab_histograms', 'histogram_intersection', 'color_histogram_intersection', 'gradient_energy', 'detail_ratio']
 
 
 def to_unit_range(images: torch.Tensor) -> torch.Tensor:
@@ -215,3 +215,66 @@ def fid_score(real_images, fake_images, weights=None, batch_size: int = 50, devi
         return torch.cat(batches)
 
     return frechet_distance(*feature_statistics(features(real_images)), *feature_statistics(features(fake_images)))
+
+
+# sRGB primaries to CIE XYZ (IEC 61966-2-1), and the D65 white point they are relative to
+SRGB_TO_XYZ = torch.tensor([[0.4124564, 0.3575761, 0.1804375],
+                            [0.2126729, 0.7151522, 0.0721750],
+                            [0.0193339, 0.1191920, 0.9503041]], dtype=torch.float64)
+D65_WHITE = torch.tensor([0.95047, 1.0, 1.08883], dtype=torch.float64)
+
+
+def srgb_to_lab(images: torch.Tensor) -> torch.Tensor:
+    """sRGB images (..., 3, H, W) on [0, 1] as CIELAB (D65): L in [0, 100], a (green-red) and b (blue-yellow)
+    within about [-110, 110]; 0 is grey. Computed in float64."""
+    rgb = images.double().clamp(0, 1)
+    linear = torch.where(rgb <= 0.04045, rgb / 12.92, ((rgb + 0.055) / 1.055) ** 2.4)  # undo the sRGB gamma
+    xyz = torch.einsum("ij,...jhw->...ihw", SRGB_TO_XYZ.to(rgb.device), linear)
+    xyz = xyz / D65_WHITE.to(rgb.device).view(3, 1, 1)
+    delta = 6 / 29  # the cube root, with a straight line near black
+    f = torch.where(xyz > delta ** 3, xyz.clamp_min(delta ** 3) ** (1 / 3), xyz / (3 * delta ** 2) + 4 / 29)
+    fx, fy, fz = f.unbind(dim=-3)
+    return torch.stack([116 * fy - 16, 500 * (fx - fy), 200 * (fy - fz)], dim=-3)
+
+
+LAB_BINS = {"L": (0.0, 100.0, 100), "a": (-128.0, 128.0, 256), "b": (-128.0, 128.0, 256)}  # (low, high, bins)
+
+
+def lab_histograms(images: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Pixel counts of L, a and b over every pixel of a set of RGB images (N, 3, H, W) on [0, 1], in bins one
+    unit wide (LAB_BINS). Counts, not frequencies: the histograms of several batches simply add up."""
+    lab = srgb_to_lab(images).transpose(0, 1).reshape(3, -1)  # (3, all pixels)
+    return {name: torch.histc(channel, bins, low, high)
+            for (name, (low, high, bins)), channel in zip(LAB_BINS.items(), lab)}
+
+
+def histogram_intersection(counts_p: torch.Tensor, counts_q: torch.Tensor) -> float:
+    "Sum over bins of min(p, q) after normalising both to sum to 1: 1 for equal distributions, 0 for disjoint ones."
+    p, q = counts_p.double() / counts_p.sum(), counts_q.double() / counts_q.sum()
+    return torch.minimum(p, q).sum().item()
+
+
+def color_histogram_intersection(prediction, target) -> dict[str, float]:
+    """The paper's colour measure (Fig. 7): how well the distribution of L, a and b over all generated pixels
+    matches the one over all real pixels. Takes two sets of RGB images on [0, 1], or the histograms of
+    `lab_histograms` (to add up large sets batch by batch)."""
+    hist_p = prediction if isinstance(prediction, dict) else lab_histograms(torch.as_tensor(prediction))
+    hist_q = target if isinstance(target, dict) else lab_histograms(torch.as_tensor(target))
+    return {name: histogram_intersection(hist_p[name], hist_q[name]) for name in LAB_BINS}
+
+
+def gradient_energy(images) -> torch.Tensor:
+    """Per image of (N, C, H, W) or one (C, H, W): the mean |difference| between horizontal neighbours plus
+    the mean |difference| between vertical neighbours. Edges and texture raise it, blur lowers it; flat is 0."""
+    images = torch.as_tensor(images).double()
+    images = images[None] if images.dim() == 3 else images
+    across = (images[..., :, 1:] - images[..., :, :-1]).abs().flatten(1).mean(1)
+    down = (images[..., 1:, :] - images[..., :-1, :]).abs().flatten(1).mean(1)
+    return across + down
+
+
+def detail_ratio(prediction, target, reduction: str = "mean") -> torch.Tensor:
+    """gradient_energy(prediction) / gradient_energy(target) for each pair, then the mean: about 1 for as
+    much fine detail as the real image, < 1 blurrier, > 1 more detail or noise. A flat target gives inf."""
+    prediction, target = _image_pair(prediction, target)
+    return _reduce(gradient_energy(prediction) / gradient_energy(target), reduction)

@@ -21,7 +21,7 @@ from p2p_lib.patchgan import PatchDiscriminator
 from p2p_lib.paths import PROJECT_ROOT, dataset_dir
 
 
-__all__ = ['pick_device', 'set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'fit', 'PairCache', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'course_model_path', 'generator_options', 'train_course_model', 'course_model']
+__all__ = ['pick_device', 'set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'fit', 'PairCache', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'course_model_path', 'generator_options', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG']
 
 
 from p2p_lib.checkpoint import (CheckpointError, build_generator, generator_checkpoint, load_checkpoint,
@@ -387,6 +387,7 @@ def course_model(device=None, verbose: bool = True, config: dict | None = None, 
     "val_before": the same before training, "snapshots": [{"step", "grid"}], "seconds", "device", "path"}."""
     config = COURSE_CONFIG if config is None else config
     path = course_model_path(config)
+    what = "the course model" if config == COURSE_CONFIG else "the model of this configuration"
     device = pick_device(device)
     if path.exists() and not retrain:
         try:
@@ -394,17 +395,27 @@ def course_model(device=None, verbose: bool = True, config: dict | None = None, 
             G = build_generator(saved["options"])
             load_state_dict_strict(G, saved["G"], "course model")
             if verbose:
-                print(f"course model loaded from {path}")
+                print(f"{what} loaded from {path}")
             result = {key: saved[key] for key in ("config", "options", "history", "val", "val_before",
                                                   "snapshots", "seconds", "device")}
             return {**result, "G": G.to(device), "path": path}
         except (CheckpointError, KeyError) as err:
             warnings.warn(f"the cached course model {path} cannot be used ({err}); training it again")
     if verbose:
-        print(f"training the course model (about 5 minutes on a 2-core CPU); it will be cached in {path}")
+        print(f"training {what} (about 5 minutes on a 2-core CPU); it will be cached in {path}")
     result = train_course_model(config, device, verbose)
     saved = generator_checkpoint(result["G"], result["options"])
     saved.update({key: result[key] for key in ("config", "history", "val", "val_before", "snapshots",
                                                "seconds", "device")})
     save_checkpoint(path, saved)
     return {**result, "path": path}
+
+
+OFFICIAL_CPU_CONFIG = {
+    **COURSE_CONFIG,
+    "ngf": 64,                   # the official widths
+    "ndf": 64,
+    "steps": 700,                # what the official code manages in ~5 minutes on a 2-core CPU
+    "decay_steps": 0,            # 700 steps are far inside its first 100 epochs: a constant learning rate
+    "snapshot_steps": [100, 400],
+}

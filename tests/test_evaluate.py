@@ -64,6 +64,9 @@ def test_p2p_test_writes_images_an_index_and_metrics_that_match_the_images(run, 
         real = to_tensor(Image.open(web / "images" / f"{row['name']}_real_B.png"))
         assert l1_distance(to_unit_range(fake), to_unit_range(real)).item() == pytest.approx(row["L1"], abs=2e-3)
     assert metrics["L1"] == pytest.approx(np.mean([row["L1"] for row in metrics["per_image"]]))
+    assert metrics["detail"] == pytest.approx(np.mean([row["detail"] for row in metrics["per_image"]]))
+    assert set(metrics["color"]) == {"L", "a", "b"} and all(0 <= v <= 1 for v in metrics["color"].values())
+    assert f"detail ratio {metrics['detail']:.3f}" in out and f"L {metrics['color']['L']:.3f}" in out
     page = (web / "index.html").read_text()
     assert html.escape("a&b <odd>") in page and "a&b <odd>" not in page
     assert 'src="images/a%26b%20%3Codd%3E_fake_B.png"' in page

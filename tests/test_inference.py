@@ -8,7 +8,7 @@ from torch import nn
 from p2p_lib.data import PairedDataError, PairedImageDataset, to_tensor
 from p2p_lib.inference import (evaluate_generator, evaluation_item, image_files, load_image, prepare_input,
                                restore_output, side_by_side, to_pil, translate, translate_folder)
-from p2p_lib.metrics import psnr, ssim, to_unit_range
+from p2p_lib.metrics import color_histogram_intersection, detail_ratio, psnr, ssim, to_unit_range
 from p2p_lib.train import seeded, translation_mode
 from p2p_lib.unet import UNetGenerator
 
@@ -226,6 +226,9 @@ def test_evaluate_generator_reports_the_metrics_of_each_image_and_their_means(tm
     assert fake.shape == item["B"].shape == (3, 64, 64)
     assert scores["PSNR"] == pytest.approx(psnr(to_unit_range(fake), to_unit_range(item["B"])).item())
     assert scores["SSIM"] == pytest.approx(ssim(to_unit_range(fake), to_unit_range(item["B"])).item())
+    assert scores["detail"] == pytest.approx(detail_ratio(to_unit_range(fake), to_unit_range(item["B"])).item())
+    fakes, targets = zip(*[(to_unit_range(f), to_unit_range(it["B"])) for _, it, f, _ in seen])
+    assert result["color"] == pytest.approx(color_histogram_intersection(torch.stack(fakes), torch.stack(targets)))
     assert all(torch.equal(buf, before[name]) for name, buf in net.named_buffers())
     again = evaluate_generator(net, dataset, eval_mode=False, seed=0)
     assert again["L1"] == result["L1"]  # the seed makes the train-mode run repeatable

@@ -5,9 +5,10 @@ import math
 import pytest
 import torch
 
-from p2p_lib.metrics import (confusion_matrix, feature_statistics, find_fid_weights, frechet_distance,
-                             gaussian_blur, gaussian_window, l1_distance, psnr, segmentation_scores, ssim,
-                             to_unit_range)
+from p2p_lib.metrics import (LAB_BINS, color_histogram_intersection, confusion_matrix, detail_ratio,
+                             feature_statistics, find_fid_weights, frechet_distance, gaussian_blur, gaussian_window,
+                             gradient_energy, histogram_intersection, l1_distance, lab_histograms, psnr,
+                             segmentation_scores, srgb_to_lab, ssim, to_unit_range)
 
 
 def _reference(module="image"):
@@ -179,3 +180,73 @@ def test_fid_weights_are_never_downloaded_and_the_error_says_how_to_get_them(tmp
     present.write_bytes(b"stand-in")
     monkeypatch.setenv("P2P_FID_WEIGHTS", str(present))
     assert find_fid_weights() == present
+
+
+# sRGB colours and their CIELAB values (D65, 2° observer), as colour references list them
+LAB_REFERENCE = {(1.0, 1.0, 1.0): (100.0, 0.0, 0.0), (0.0, 0.0, 0.0): (0.0, 0.0, 0.0),
+                 (1.0, 0.0, 0.0): (53.2408, 80.0925, 67.2032), (0.0, 1.0, 0.0): (87.7347, -86.1827, 83.1793),
+                 (0.0, 0.0, 1.0): (32.2970, 79.1875, -107.8602), (1.0, 1.0, 0.0): (97.1393, -21.5537, 94.4780),
+                 (0.5, 0.5, 0.5): (53.3889, 0.0, 0.0)}
+
+
+def test_srgb_to_lab_matches_reference_colours_on_any_batch_shape():
+    rgb = torch.tensor(list(LAB_REFERENCE), dtype=torch.float64).T.reshape(3, 1, len(LAB_REFERENCE))
+    expected = torch.tensor(list(LAB_REFERENCE.values()), dtype=torch.float64).T.reshape(3, 1, -1)
+    assert torch.allclose(srgb_to_lab(rgb), expected, atol=2e-3)
+    batch = torch.stack([rgb, rgb.flip(-1)])  # (2, 3, 1, 7)
+    assert torch.allclose(srgb_to_lab(batch), torch.stack([expected, expected.flip(-1)]), atol=2e-3)
+
+
+def test_greys_have_no_colour_and_lightness_rises_with_the_grey_level():
+    levels = torch.linspace(0, 1, 11, dtype=torch.float64)
+    lab = srgb_to_lab(levels.expand(3, 1, 11))
+    assert lab[1:].abs().max() < 1e-3
+    assert bool((lab[0, 0].diff() > 0).all()) and lab[0, 0, 0] == 0 and abs(lab[0, 0, -1] - 100) < 1e-3
+
+
+def test_lab_histograms_count_every_pixel_and_add_up_over_batches():
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(5, 3, 12, 9, generator=g)
+    whole = lab_histograms(images)
+    assert set(whole) == set(LAB_BINS) and all(h.sum() == 5 * 12 * 9 for h in whole.values())
+    parts = [lab_histograms(images[:2]), lab_histograms(images[2:])]
+    assert all(torch.equal(whole[k], parts[0][k] + parts[1][k]) for k in whole)
+    summed = {k: parts[0][k] + parts[1][k] for k in whole}  # histograms may be passed instead of images
+    assert color_histogram_intersection(summed, images) == color_histogram_intersection(images, images)
+
+
+def test_histogram_intersection_is_one_for_equal_zero_for_disjoint_and_symmetric():
+    p, q = torch.tensor([1.0, 3.0, 0.0, 0.0]), torch.tensor([0.0, 0.0, 2.0, 2.0])
+    assert histogram_intersection(p, 10 * p) == pytest.approx(1.0)  # only the shape counts, not the total
+    assert histogram_intersection(p, q) == 0.0
+    r = torch.tensor([1.0, 1.0, 1.0, 1.0])
+    assert histogram_intersection(p, r) == pytest.approx(histogram_intersection(r, p)) == pytest.approx(0.5)
+
+
+def test_grey_outputs_of_colourful_targets_lose_the_a_and_b_intersection():
+    g = torch.Generator().manual_seed(1)
+    colourful = torch.rand(4, 3, 16, 16, generator=g)
+    grey = colourful.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    same = color_histogram_intersection(colourful, colourful)
+    washed = color_histogram_intersection(grey, colourful)
+    assert all(v == pytest.approx(1.0) for v in same.values())
+    assert washed["a"] < 0.2 and washed["b"] < 0.2  # all of grey's mass sits in the a = b = 0 bin
+
+
+def test_detail_ratio_is_one_for_itself_below_one_for_blur_and_above_for_noise():
+    g = torch.Generator().manual_seed(2)
+    target = gaussian_blur(torch.rand(3, 3, 40, 40, generator=g, dtype=torch.float64), gaussian_window(5, 1.0))
+    assert torch.allclose(detail_ratio(target, target, reduction="none"), torch.ones(3, dtype=torch.float64))
+    ratios = [detail_ratio(gaussian_blur(target, gaussian_window(9, sigma), padding="reflect"), target).item()
+              for sigma in (0.5, 1.0, 2.0)]
+    assert 1 > ratios[0] > ratios[1] > ratios[2] > 0  # more blur, less detail
+    noisy = (target + 0.1 * torch.randn(target.shape, generator=g, dtype=torch.float64)).clamp(0, 1)
+    assert detail_ratio(noisy, target) > 1
+
+
+def test_gradient_energy_by_hand():
+    stripes = torch.tensor([[0.0, 1.0, 0.0, 1.0]]).expand(2, 4)[None]  # (1, 2, 4): vertical stripes
+    assert gradient_energy(stripes).item() == pytest.approx(1.0)  # |jump| 1 across, 0 down
+    assert gradient_energy(torch.zeros(2, 1, 5, 5)).tolist() == [0.0, 0.0]
+    with pytest.raises(ValueError):
+        detail_ratio(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5))
