@@ -238,7 +238,9 @@ def register_cli(subparsers) -> None:
         description="Train pix2pix with the official defaults (unet_256, 70x70 PatchGAN, 286->256 jitter, batch 1, "
                     "Adam 2e-4 / 0.5, lambda_L1 100, 100 + 100 epochs). Writes CHECKPOINTS_DIR/NAME/: "
                     "latest_state.pt (resume with --continue_train), latest_net_G.pt (for p2p test / translate), "
-                    "loss_log.jsonl and images/. Example: p2p train --dataroot datasets/facades "
+                    "loss_log.jsonl (losses, learning rates and, each epoch, val_L1 with pixels on [-1, 1] as the "
+                    "training losses, i.e. twice p2p test's L1 on [0, 1], and val_PSNR) and images/. "
+                    "Example: p2p train --dataroot datasets/facades "
                     "--name facades_label2photo --direction BtoA",
     )
     add_train_arguments(parser)
