@@ -276,13 +276,12 @@ def model_device(model: nn.Module) -> torch.device:
     return first.device if first is not None else torch.device("cpu")
 
 
-def translate_batch(G: nn.Module, A: torch.Tensor, seed: int | None = 0, batch_size: int = 1,
-                    eval_mode: bool = False) -> torch.Tensor:
-    """G(A) at test time, by default as the paper runs it: train mode (BatchNorm on each batch's own
-    statistics, dropout on), `batch_size` images at a time (1: each image on its own, as official test.py),
-    dropout seeded with `seed`. Returns float32 on the CPU; the model and the caller's RNG are left as they were."""
+def translate_batch(G: nn.Module, A: torch.Tensor, seed: int | None = 0, batch_size: int = 1) -> torch.Tensor:
+    """G(A) at test time as the paper runs it: train mode (BatchNorm on each batch's own statistics, dropout
+    on), `batch_size` images at a time (1: each image on its own, as official test.py), dropout seeded with
+    `seed`. Returns float32 on the CPU; the model and the caller's RNG are left as they were."""
     device = model_device(G)
-    with translation_mode(G, eval_mode), seeded(seed, device):
+    with translation_mode(G, eval_mode=False), seeded(seed, device):
         return torch.cat([G(A[start:start + batch_size].to(device)).float().cpu()
                           for start in range(0, len(A), batch_size)])
 
