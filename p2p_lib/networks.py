@@ -1,0 +1,104 @@
+"""The one place every caller builds pix2pix networks (hand-written plumbing, in the spirit of the
+official `models/networks.py` `define_G` / `define_D` / `init_net`).
+
+The networks themselves are taught in lessons 01-03 (`blocks`, `unet`, `patchgan`); this module only
+maps the official option names onto them, so that `p2p train`, `p2p test` / `translate`, the lessons,
+the benchmarks and the tests all build the same network from the same options:
+
+    G = define_G({"netG": "unet_128", "ngf": 32})      # missing options take the official defaults
+    D = define_D({"netD": "basic", "ndf": 32})
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from p2p_lib.blocks import init_weights
+from p2p_lib.patchgan import PatchDiscriminator, PixelDiscriminator
+from p2p_lib.unet import UNetGenerator
+
+__all__ = ["NETG_NUM_DOWNS", "NETD_CHOICES", "INIT_TYPES", "GENERATOR_OPTIONS", "DISCRIMINATOR_OPTIONS",
+           "ARCHITECTURE_OPTIONS", "NetworkOptionError", "define_G", "define_D", "init_net", "size_multiple_of"]
+
+# The official generator names, and the number of stride-2 levels each has (2**n = the smallest input size).
+NETG_NUM_DOWNS = {"unet_128": 7, "unet_256": 8}
+NETD_CHOICES = ("basic", "n_layers", "pixel")
+INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
+# The options that decide each network's shape (a checkpoint must carry them; a resume must not change them).
+GENERATOR_OPTIONS = ("netG", "ngf", "norm", "no_dropout", "input_nc", "output_nc")
+DISCRIMINATOR_OPTIONS = ("netD", "n_layers_D", "ndf", "norm", "input_nc", "output_nc")
+ARCHITECTURE_OPTIONS = tuple(dict.fromkeys(GENERATOR_OPTIONS + DISCRIMINATOR_OPTIONS))
+DEFAULTS = {"netG": "unet_256", "netD": "basic", "n_layers_D": 3, "ngf": 64, "ndf": 64, "norm": "batch",
+            "no_dropout": False, "input_nc": 3, "output_nc": 3, "init_type": "normal", "init_gain": 0.02}
+
+
+class NetworkOptionError(ValueError):
+    """The options do not describe a network this library has."""
+
+
+def _option(options: dict, key: str):
+    value = options.get(key)
+    return DEFAULTS[key] if value is None else value
+
+
+def size_multiple_of(netG: str) -> int:
+    "Input sizes the generator accepts are multiples of this (2 ** its number of stride-2 levels)."
+    if netG not in NETG_NUM_DOWNS:
+        raise NetworkOptionError(f"unknown generator {netG!r}: this library has {', '.join(NETG_NUM_DOWNS)} "
+                                 f"(the official resnet_* generators are not part of pix2pix)")
+    return 2 ** NETG_NUM_DOWNS[netG]
+
+
+def init_net(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> nn.Module:
+    """The official init_weights: conv/linear weights by init_type (scale gain), BatchNorm scales ~ N(1, gain),
+    biases 0. 'normal' (the official default) is lesson 01's init_weights."""
+    if init_type not in INIT_TYPES:
+        raise NetworkOptionError(f"unknown init_type {init_type!r}; choose one of {', '.join(INIT_TYPES)}")
+    if init_type == "normal":
+        return init_weights(net, gain)
+    for m in net.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if init_type == "xavier":
+                nn.init.xavier_normal_(m.weight, gain=gain)
+            elif init_type == "kaiming":
+                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
+            else:
+                nn.init.orthogonal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+    return net
+
+
+def define_G(options: dict, init: bool = True) -> UNetGenerator:
+    """The generator of --netG (unet_256 | unet_128) with --ngf, --norm, --no_dropout, --input_nc, --output_nc;
+    initialised with --init_type / --init_gain when `init` (the networks already init 'normal' when built)."""
+    netG = _option(options, "netG")
+    net = UNetGenerator(input_nc=int(_option(options, "input_nc")), output_nc=int(_option(options, "output_nc")),
+                        num_downs=size_multiple_of(netG).bit_length() - 1, ngf=int(_option(options, "ngf")),
+                        norm=_option(options, "norm"), use_dropout=not _option(options, "no_dropout"))
+    return _initialised(net, options) if init else net
+
+
+def define_D(options: dict, init: bool = True) -> nn.Module:
+    """The conditional discriminator of --netD, judging (input, output) pairs stacked in channels:
+    basic (the 70x70 PatchGAN) | n_layers (PatchGAN with --n_layers_D) | pixel (the 1x1 PixelGAN)."""
+    netD, channels = _option(options, "netD"), int(_option(options, "input_nc")) + int(_option(options, "output_nc"))
+    ndf, norm = int(_option(options, "ndf")), _option(options, "norm")
+    if netD == "basic":
+        net = PatchDiscriminator(channels, ndf, n_layers=3, norm=norm)
+    elif netD == "n_layers":
+        net = PatchDiscriminator(channels, ndf, n_layers=int(_option(options, "n_layers_D")), norm=norm)
+    elif netD == "pixel":
+        net = PixelDiscriminator(channels, ndf, norm=norm)
+    else:
+        raise NetworkOptionError(f"unknown discriminator {netD!r}; choose one of {', '.join(NETD_CHOICES)}")
+    return _initialised(net, options) if init else net
+
+
+def _initialised(net: nn.Module, options: dict) -> nn.Module:
+    init_type, gain = _option(options, "init_type"), float(_option(options, "init_gain"))
+    if (init_type, gain) == ("normal", 0.02):
+        return net  # lessons 02-03 already init exactly so when building: drawing again would change the RNG stream
+    return init_net(net, init_type, gain)
