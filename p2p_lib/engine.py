@@ -1,31 +1,31 @@
 """`p2p train`: the paper's training recipe from the command line (hand-written plumbing).
 
-The step itself is lesson 06's `p2p_lib.train.train_step`, unchanged; this module wraps it with what a
-long run needs: options named like the official train.py (with the official pix2pix defaults),
-checkpoints of the full training state that resume bit for bit (p2p_lib.checkpoint), a learning-rate
-schedule, mixed precision (--amp), multi-GPU training with PyTorch's DistributedDataParallel under
-`torchrun`, a progress bar, a JSONL log, validation images and metrics each epoch, and guard rails:
-a NaN/Inf loss stops the run and keeps the last good checkpoint, Ctrl-C saves a checkpoint you can
-resume, running out of memory gives advice instead of a stack trace.
+The training itself is lesson 06's, whole: `p2p_lib.train.build_training` makes the run (networks
+through `p2p_lib.networks`, Adam, the schedule) and `p2p_lib.train.fit` is the loop (epochs of seeded
+batches, `train_step`, the schedule stepped per epoch, a NaN/Inf check). This module adds only what no
+lesson teaches: options named like the official train.py (with the official pix2pix defaults), the
+speed settings of the device (`p2p_lib.device.pick_speed`: bf16 only where the hardware has it),
+checkpoints of the full training state that resume bit for bit, multi-GPU training under `torchrun`,
+logs (JSONL, TensorBoard), validation images each epoch, and guard rails: a NaN/Inf loss stops the run
+and keeps the last good checkpoint, Ctrl-C or SIGTERM saves a checkpoint you can resume, running out of
+memory gives advice instead of a stack trace.
 
     p2p train --dataroot datasets/facades --name facades_label2photo --direction BtoA
+    p2p train --name facades_label2photo --dataroot datasets/facades --continue_train --n_epochs 150
     torchrun --nproc_per_node 4 -m p2p_lib.cli train --dataroot ... --name ...
-    python -m p2p_lib.engine --dataroot ... (the same as `p2p train`)
 
-Determinism: every random choice is seeded by --seed: the initial weights, dropout, the shuffling
-(a permutation per epoch) and the crop/flip jitter (each pair's jitter is seeded by (seed, epoch,
-index), so it does not depend on --num_workers or on where a run was resumed). On a CPU, N steps in
-one go and N/2 + resume + N/2 give identical weights.
+Determinism: every random choice is seeded by --seed (lesson 06: the initial weights, dropout, each
+epoch's order and each pair's jitter). On a CPU, N steps in one go and N/2 + resume + N/2 give identical
+weights, and `p2p train` with the course model's settings gives lesson 06's course model.
 
-With several processes (torchrun), each takes its own shard of every epoch (DistributedSampler) and its
-own batch of --batch_size, so the effective batch is processes x batch_size; gradients are averaged by
+With several processes (torchrun), each takes its own shard of every epoch and its own batch of
+--batch_size, so the effective batch is processes x batch_size; gradients are averaged by
 DistributedDataParallel; only rank 0 writes logs, images and checkpoints (the logged losses are rank 0's).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import random
 import signal
@@ -38,21 +38,18 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from p2p_lib.blocks import init_weights
-from p2p_lib.checkpoint import (FORMAT, NETG_NUM_DOWNS, VERSION, CheckpointError, build_generator,
-                                generator_checkpoint, generator_path, jsonable_options, load_checkpoint,
-                                load_state_dict_strict, save_checkpoint, state_path)
-from p2p_lib.losses import GAN_MODES, GANLoss
-from p2p_lib.patchgan import PatchDiscriminator, PixelDiscriminator
-from p2p_lib.train import (LR_POLICIES, image_grid, l1_and_psnr, make_optimizers, make_scheduler, pick_device,
-                           train_step, translate_batch)
+from p2p_lib.checkpoint import (FORMAT, VERSION, CheckpointError, generator_checkpoint, generator_path,
+                                jsonable_options, load_checkpoint, load_state_dict_strict, save_checkpoint, state_path)
+from p2p_lib.device import AMP_CHOICES, pick_device, pick_speed
+from p2p_lib.losses import GAN_MODES
+from p2p_lib.networks import ARCHITECTURE_OPTIONS, NETD_CHOICES, NETG_NUM_DOWNS, INIT_TYPES, size_multiple_of
+from p2p_lib.train import (LOSS_NAMES, LR_POLICIES, Hooks, SeededPairs, TrainingDiverged, build_training, fit,
+                           image_grid, l1_and_psnr, lr_factor, steps_per_epoch, train_step, translate_batch,
+                           val_tensors)
 
 __all__ = ["register_cli", "add_train_arguments", "options_from_args", "train", "run", "main",
-           "build_discriminator", "NETD_CHOICES", "IGNORED_OPTIONS", "LOSS_NAMES", "TrainingStopped"]
+           "IGNORED_OPTIONS", "RESUME_FIXED", "LOSS_NAMES"]
 
-NETD_CHOICES = ("basic", "n_layers", "pixel")
-INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
-LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
 # Official options that have no meaning here: accepted (so official command lines work) with a notice.
 IGNORED_OPTIONS = {
     "display_id": "no visdom display: see loss_log.jsonl, images/ and --tensorboard",
@@ -66,13 +63,28 @@ IGNORED_OPTIONS = {
     "lr_decay_iters": "only for the step policy; --lr_policy is linear or constant here",
     "dataset_mode": "pix2pix reads aligned pairs (A|B files, or A/ and B/ folders)",
 }
+# What a checkpoint fixes: the networks' shapes and the data they learn from. On --continue_train they come from
+# the checkpoint (giving a different value is an error); every other option given on resume is applied.
+FRESH_DEFAULTS = {"netG": "unet_256", "netD": "basic", "n_layers_D": 3, "ngf": 64, "ndf": 64, "norm": "batch",
+                  "no_dropout": False, "input_nc": 3, "output_nc": 3, "init_type": "normal", "init_gain": 0.02,
+                  "direction": "AtoB", "phase": "train", "load_size": 286, "crop_size": 256,
+                  "preprocess": "resize_and_crop", "no_flip": False, "serial_batches": False,
+                  "max_dataset_size": float("inf"), "batch_size": 1, "seed": 0}
+RESUME_FIXED = tuple(FRESH_DEFAULTS)
+assert set(ARCHITECTURE_OPTIONS) <= set(RESUME_FIXED)
 OOM_ADVICE = ("Out of memory. Try, in this order: --amp (mixed precision), a smaller --batch_size, a smaller "
               "--crop_size (with --load_size a little larger, e.g. 143 for 128, and --netG unet_128), "
               "smaller --ngf/--ndf; on a GPU, close other programs using it (nvidia-smi).")
 
 
-class TrainingStopped(Exception):
-    """Training stopped early (NaN/Inf loss); the message says why and what was kept."""
+def _say(text: str, file=None) -> None:
+    "Print on rank 0 only (every process runs the same code)."
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(text, file=file or sys.stdout, flush=True)
+
+
+def _notice(text: str) -> None:
+    _say(f"note: {text}", sys.stderr)
 
 
 # ----------------------------------------------------------------------------------------- options
@@ -81,54 +93,60 @@ def _inf_or_int(text: str) -> float:
     return float("inf") if str(text).lower() in ("inf", "infinity") else int(text)
 
 
+def _default(name: str) -> str:
+    return f" (default: {FRESH_DEFAULTS[name]}; with --continue_train: the checkpoint's)"
+
+
 def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The `p2p train` options: named as the official train.py where the same thing exists, with the
-    official pix2pix defaults."""
+    official pix2pix defaults. (An option table: long by nature, one line per option.)"""
     data = parser.add_argument_group("data")
     data.add_argument("--dataroot", required=True,
                       help="dataset folder with train/ (and val/ for validation each epoch); each split holds A|B "
                            "side-by-side images or A/ and B/ folders (e.g. datasets/facades)")
-    data.add_argument("--direction", default="AtoB", choices=("AtoB", "BtoA"),
-                      help="AtoB: left half (A) -> right half (B); BtoA the other way (facades labels -> photo: BtoA)")
-    data.add_argument("--phase", default="train", help="the split to train on (default: train)")
-    data.add_argument("--input_nc", type=int, default=3, choices=(1, 3), help="input channels (default: 3)")
-    data.add_argument("--output_nc", type=int, default=3, choices=(1, 3), help="output channels (default: 3)")
-    data.add_argument("--load_size", type=int, default=286, help="resize images to this size (default: 286)")
-    data.add_argument("--crop_size", type=int, default=256, help="then crop to this size at random (default: 256)")
-    data.add_argument("--preprocess", default="resize_and_crop",
-                      help="resize_and_crop (default) | crop | scale_width | scale_width_and_crop | none")
-    data.add_argument("--no_flip", action="store_true", help="no random horizontal flips")
-    data.add_argument("--serial_batches", action="store_true", help="take pairs in order instead of shuffled")
-    data.add_argument("--max_dataset_size", type=_inf_or_int, default=float("inf"),
+    data.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
+                      help="AtoB: left half (A) -> right half (B); BtoA the other way (facades labels -> photo: BtoA)"
+                           + _default("direction"))
+    data.add_argument("--phase", default=None, help="the split to train on" + _default("phase"))
+    data.add_argument("--input_nc", type=int, default=None, choices=(1, 3), help="input channels" + _default("input_nc"))
+    data.add_argument("--output_nc", type=int, default=None, choices=(1, 3), help="output channels" + _default("output_nc"))
+    data.add_argument("--load_size", type=int, default=None, help="resize images to this size" + _default("load_size"))
+    data.add_argument("--crop_size", type=int, default=None, help="then crop to this size at random" + _default("crop_size"))
+    data.add_argument("--preprocess", default=None,
+                      help="resize_and_crop | crop | scale_width | scale_width_and_crop | none" + _default("preprocess"))
+    data.add_argument("--no_flip", action="store_true", default=None, help="no random horizontal flips")
+    data.add_argument("--serial_batches", action="store_true", default=None,
+                      help="take pairs in order instead of shuffled")
+    data.add_argument("--max_dataset_size", type=_inf_or_int, default=None,
                       help="use at most this many training pairs (default: all)")
     data.add_argument("--num_workers", "--num_threads", dest="num_workers", type=int, default=None,
                       help="data-loading worker processes (default: 0 on a CPU, 4 on a GPU; --num_threads is the "
                            "official name). The results do not depend on it.")
     data.add_argument("--num_val", type=int, default=10,
-                      help="validation pairs scored (L1, PSNR) and shown each epoch, from DATAROOT/val if it exists "
-                           "(default: 10; 0: none)")
+                      help="validation pairs scored (L1, PSNR on [0, 1]) and shown each epoch, from DATAROOT/val if "
+                           "it exists (default: 10; 0: none)")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", default="pix2pix", help="only pix2pix (the official code also has cycle_gan, ...)")
-    model.add_argument("--netG", default="unet_256", help=f"generator: {' | '.join(NETG_NUM_DOWNS)} (default: unet_256)")
-    model.add_argument("--netD", default="basic",
-                       help="discriminator: basic (70x70 PatchGAN) | n_layers (PatchGAN with --n_layers_D) | pixel (1x1)")
-    model.add_argument("--n_layers_D", type=int, default=3, help="PatchGAN depth for --netD n_layers (default: 3)")
-    model.add_argument("--ngf", type=int, default=64, help="generator filters in the first layer (default: 64)")
-    model.add_argument("--ndf", type=int, default=64, help="discriminator filters in the first layer (default: 64)")
-    model.add_argument("--norm", default="batch", choices=("batch", "instance", "none"), help="default: batch")
-    model.add_argument("--no_dropout", action="store_true", help="no dropout in the generator")
-    model.add_argument("--init_type", default="normal", choices=INIT_TYPES, help="weight init (default: normal)")
-    model.add_argument("--init_gain", type=float, default=0.02, help="scale of the init (default: 0.02)")
+    model.add_argument("--netG", default=None, help=f"generator: {' | '.join(NETG_NUM_DOWNS)}" + _default("netG"))
+    model.add_argument("--netD", default=None, help="discriminator: basic (70x70 PatchGAN) | n_layers (PatchGAN with "
+                                                    "--n_layers_D) | pixel (1x1)" + _default("netD"))
+    model.add_argument("--n_layers_D", type=int, default=None, help="PatchGAN depth for --netD n_layers" + _default("n_layers_D"))
+    model.add_argument("--ngf", type=int, default=None, help="generator filters in the first layer" + _default("ngf"))
+    model.add_argument("--ndf", type=int, default=None, help="discriminator filters in the first layer" + _default("ndf"))
+    model.add_argument("--norm", default=None, choices=("batch", "instance", "none"), help=_default("norm").strip(" ()"))
+    model.add_argument("--no_dropout", action="store_true", default=None, help="no dropout in the generator")
+    model.add_argument("--init_type", default=None, choices=INIT_TYPES, help="weight init" + _default("init_type"))
+    model.add_argument("--init_gain", type=float, default=None, help="scale of the init" + _default("init_gain"))
     model.add_argument("--gan_mode", default="vanilla",
                        help=f"adversarial loss: {' | '.join(GAN_MODES)} (default: vanilla, the paper's)")
     model.add_argument("--lambda_L1", type=float, default=100.0, help="weight of the L1 term (default: 100)")
     model.add_argument("--pool_size", type=int, default=0, help="image pool size; pix2pix uses none (0)")
 
-    optim = parser.add_argument_group("optimisation")
+    optim = parser.add_argument_group("optimisation (given with --continue_train, these apply from there on)")
     optim.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default: 0.0002)")
     optim.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (default: 0.5)")
-    optim.add_argument("--batch_size", type=int, default=1, help="pairs per step and per GPU (default: 1)")
+    optim.add_argument("--batch_size", type=int, default=None, help="pairs per step and per GPU" + _default("batch_size"))
     optim.add_argument("--n_epochs", type=int, default=100, help="epochs at the initial learning rate (default: 100)")
     optim.add_argument("--n_epochs_decay", type=int, default=100,
                        help="epochs of linear decay to zero after that (default: 100)")
@@ -139,23 +157,29 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                             "its checkpoint")
     optim.add_argument("--max_steps", type=int, default=None,
                        help="stop after this many iterations in all (counted across resumes)")
-    optim.add_argument("--seed", type=int, default=0, help="seed of every random choice (default: 0)")
+    optim.add_argument("--seed", type=int, default=None, help="seed of every random choice" + _default("seed"))
 
-    hardware = parser.add_argument_group("hardware")
+    hardware = parser.add_argument_group("hardware (the fast settings are picked per device and printed)")
     hardware.add_argument("--device", default=None,
                           help="cuda, cuda:1, mps or cpu (default: CUDA if present, then MPS, then CPU)")
     hardware.add_argument("--gpu_ids", default=None, help="official style: -1 for the CPU, 0 for cuda:0")
-    hardware.add_argument("--amp", nargs="?", const="auto", default=None, choices=("auto", "bf16", "fp16"),
-                          help="mixed precision: bf16 on CPUs and recent GPUs, fp16 with loss scaling on older GPUs "
-                               "(--amp alone picks; it only pays off with hardware support)")
-    hardware.add_argument("--channels_last", action="store_true", help="NHWC memory layout (faster on some GPUs)")
+    hardware.add_argument("--amp", nargs="?", const="auto", default="auto", choices=AMP_CHOICES,
+                          help="mixed precision: auto (default) = bf16 autocast on CPUs with AMX/AVX-512-BF16 and on "
+                               "GPUs with bf16, fp16 with loss scaling on older GPUs, float32 elsewhere; off = float32 "
+                               "(P2P_BF16=off makes a bf16 CPU count as one without)")
+    hardware.add_argument("--channels_last", dest="channels_last", action="store_true", default=None,
+                          help="NHWC memory layout (default: where it pays: GPUs and bf16 CPUs)")
+    hardware.add_argument("--no_channels_last", dest="channels_last", action="store_false", help="NCHW memory layout")
+    hardware.add_argument("--plain", action="store_true",
+                          help="the plain step: float32, NCHW, eager, plain Adam (the official recipe's arithmetic)")
     hardware.add_argument("--sync_bn", action="store_true",
                           help="with several GPUs, BatchNorm over the whole batch of all GPUs (GPUs only)")
 
     save = parser.add_argument_group("checkpoints and logs")
     save.add_argument("--name", default="experiment_name", help="the run's name: CHECKPOINTS_DIR/NAME holds its files")
     save.add_argument("--checkpoints_dir", default="./checkpoints", help="default: ./checkpoints")
-    save.add_argument("--continue_train", action="store_true", help="resume from CHECKPOINTS_DIR/NAME/{EPOCH}_state.pt")
+    save.add_argument("--continue_train", action="store_true",
+                      help="resume from CHECKPOINTS_DIR/NAME/{EPOCH}_state.pt, with its architecture and data options")
     save.add_argument("--epoch", default="latest", help="checkpoint to resume: latest (default) or an epoch number")
     save.add_argument("--print_freq", type=int, default=100, help="log the losses every N iterations (default: 100)")
     save.add_argument("--save_latest_freq", type=int, default=5000,
@@ -177,25 +201,15 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     return parser
 
 
-def _notice(text: str) -> None:
-    if int(os.environ.get("RANK", "0")) == 0:
-        print(f"note: {text}", file=sys.stderr)
-
-
-def options_from_args(args: argparse.Namespace) -> dict:
-    """Check the parsed options and turn them into the run's options dict (JSON-able values)."""
-    opts = {k: v for k, v in vars(args).items() if k not in IGNORED_OPTIONS and k != "func" and k != "command"}
-    for option, why in IGNORED_OPTIONS.items():
-        value = getattr(args, option, None)
-        if value not in (None, False) and not (option == "dataset_mode" and value == "aligned"):
-            _notice(f"--{option} is ignored ({why})")
+def _check_choices(opts: dict) -> None:
+    "Options that name something this command does not have: a clear error, before anything runs."
     if opts["model"] != "pix2pix":
         raise SystemExit(f"--model {opts['model']}: this command trains pix2pix only "
                          f"(the official repository's other models, e.g. cycle_gan, are not part of this course)")
-    if opts["netG"] not in NETG_NUM_DOWNS:
+    if opts["netG"] is not None and opts["netG"] not in NETG_NUM_DOWNS:
         raise SystemExit(f"--netG {opts['netG']}: unknown generator; choose one of {', '.join(NETG_NUM_DOWNS)} "
                          f"(unet_256 for 256 px crops, unet_128 for 128 px)")
-    if opts["netD"] not in NETD_CHOICES:
+    if opts["netD"] is not None and opts["netD"] not in NETD_CHOICES:
         raise SystemExit(f"--netD {opts['netD']}: unknown discriminator; choose one of {', '.join(NETD_CHOICES)}")
     if opts["gan_mode"] not in GAN_MODES:
         raise SystemExit(f"--gan_mode {opts['gan_mode']}: choose one of {', '.join(GAN_MODES)}"
@@ -205,137 +219,95 @@ def options_from_args(args: argparse.Namespace) -> dict:
                          f"(linear = the official default, constant = the paper's)")
     if opts["pool_size"] != 0:
         raise SystemExit("--pool_size: pix2pix trains without an image pool (0); the pool is CycleGAN's")
-    multiple = 2 ** NETG_NUM_DOWNS[opts["netG"]]
-    if opts["preprocess"] in ("resize_and_crop", "crop", "scale_width_and_crop") and opts["crop_size"] % multiple:
-        raise SystemExit(f"--crop_size {opts['crop_size']}: --netG {opts['netG']} needs a multiple of {multiple}"
-                         + (" (use --netG unet_128 for 128 px)" if opts["crop_size"] % 128 == 0 else ""))
     for option in ("batch_size", "print_freq", "save_latest_freq", "save_epoch_freq"):
-        if opts[option] < 1:
+        if opts[option] is not None and opts[option] < 1:
             raise SystemExit(f"--{option} must be at least 1, got {opts[option]}")
     if opts["max_steps"] is not None and opts["max_steps"] < 0:
         raise SystemExit(f"--max_steps must be positive, got {opts['max_steps']}")
-    if opts["gpu_ids"] is not None and opts["device"] is None:
-        ids = [i for i in str(opts["gpu_ids"]).split(",") if i.strip()]
-        if ids and int(ids[0]) < 0:
-            opts["device"] = "cpu"
-        elif ids:
-            opts["device"] = f"cuda:{int(ids[0])}"
-            if len(ids) > 1:
-                _notice(f"--gpu_ids {opts['gpu_ids']}: one process uses one GPU; for several, launch with "
-                        f"`torchrun --nproc_per_node {len(ids)} -m p2p_lib.cli train ...`")
+
+
+def _check_sizes(opts: dict) -> None:
+    multiple = size_multiple_of(opts["netG"])
+    if opts["preprocess"] in ("resize_and_crop", "crop", "scale_width_and_crop") and opts["crop_size"] % multiple:
+        raise SystemExit(f"--crop_size {opts['crop_size']}: --netG {opts['netG']} needs a multiple of {multiple}"
+                         + (" (use --netG unet_128 for 128 px)" if opts["crop_size"] % 128 == 0 else ""))
+
+
+def _device_from_gpu_ids(opts: dict) -> None:
+    if opts["gpu_ids"] is None or opts["device"] is not None:
+        return
+    ids = [i for i in str(opts["gpu_ids"]).split(",") if i.strip()]
+    if ids and int(ids[0]) < 0:
+        opts["device"] = "cpu"
+    elif ids:
+        opts["device"] = f"cuda:{int(ids[0])}"
+        if len(ids) > 1:
+            _notice(f"--gpu_ids {opts['gpu_ids']}: one process uses one GPU; for several, launch with "
+                    f"`torchrun --nproc_per_node {len(ids)} -m p2p_lib.cli train ...`")
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """Check the parsed options and turn them into the run's options dict (JSON-able values). On a fresh run the
+    options a checkpoint fixes (RESUME_FIXED) get the official defaults; with --continue_train the ones not
+    given stay None until `train` reads them from the checkpoint."""
+    opts = {k: v for k, v in vars(args).items() if k not in IGNORED_OPTIONS and k not in ("func", "command")}
+    for option, why in IGNORED_OPTIONS.items():
+        value = getattr(args, option, None)
+        if value not in (None, False) and not (option == "dataset_mode" and value == "aligned"):
+            _notice(f"--{option} is ignored ({why})")
+    _check_choices(opts)
+    _device_from_gpu_ids(opts)
     if opts["epoch_count"] is not None and opts["continue_train"]:
         _notice("--epoch_count is ignored with --continue_train: the run continues where its checkpoint stopped")
     if opts["epoch_count"] is None:
         opts["epoch_count"] = 1
+    if not opts["continue_train"]:
+        opts.update({k: FRESH_DEFAULTS[k] for k in RESUME_FIXED if opts[k] is None})
+        _check_sizes(opts)
     opts["dataroot"] = str(opts["dataroot"])
     opts["checkpoints_dir"] = str(opts["checkpoints_dir"])
     return opts
+
+
+def resumed_options(opts: dict, saved: dict, source: Path) -> dict:
+    """The options of a resumed run: the checkpoint's architecture and data options (RESUME_FIXED), an error
+    naming any given differently, and everything else as given now (a longer schedule, another lr)."""
+    saved = {**FRESH_DEFAULTS, **{k: v for k, v in saved.items() if k in RESUME_FIXED}}
+    if saved["max_dataset_size"] is None:  # JSON has no infinity: written as null
+        saved["max_dataset_size"] = float("inf")
+    different = [f"--{k} {saved[k]} (you gave {opts[k]})" for k in RESUME_FIXED
+                 if opts[k] is not None and opts[k] != saved[k]]
+    if different:
+        raise SystemExit(f"--continue_train: {source} was trained with " + ", ".join(different)
+                         + ": a resumed run keeps its architecture and data; drop these options to resume it, "
+                           "or start a new run under another --name")
+    resumed = {**opts, **saved}
+    _check_sizes(resumed)
+    return resumed
 
 
 def register_cli(subparsers) -> None:
     parser = subparsers.add_parser(
         "train", help="train pix2pix (the paper's recipe; resumable, multi-GPU with torchrun)",
         description="Train pix2pix with the official defaults (unet_256, 70x70 PatchGAN, 286->256 jitter, batch 1, "
-                    "Adam 2e-4 / 0.5, lambda_L1 100, 100 + 100 epochs). Writes CHECKPOINTS_DIR/NAME/: "
-                    "latest_state.pt (resume with --continue_train), latest_net_G.pt (for p2p test / translate), "
-                    "loss_log.jsonl (losses, learning rates and, each epoch, val_L1 with pixels on [-1, 1] as the "
-                    "training losses, i.e. twice p2p test's L1 on [0, 1], and val_PSNR) and images/. "
-                    "Example: p2p train --dataroot datasets/facades "
-                    "--name facades_label2photo --direction BtoA",
+                    "Adam 2e-4 / 0.5, lambda_L1 100, 100 + 100 epochs) and the device's fast settings. Writes "
+                    "CHECKPOINTS_DIR/NAME/: latest_state.pt (resume with --continue_train), latest_net_G.pt (for "
+                    "p2p test / translate), loss_log.jsonl (losses, learning rates and, each epoch, val_L1 and "
+                    "val_PSNR with pixels on [0, 1], as p2p test reports them) and images/. "
+                    "Example: p2p train --dataroot datasets/facades --name facades_label2photo --direction BtoA",
     )
     add_train_arguments(parser)
     parser.set_defaults(func=run)
-
-
-# ------------------------------------------------------------------------------------ the networks
-
-def build_discriminator(opts: dict) -> nn.Module:
-    "The discriminator of --netD, judging (input, output) pairs stacked in channels."
-    channels = opts["input_nc"] + opts["output_nc"]
-    if opts["netD"] == "basic":
-        return PatchDiscriminator(channels, opts["ndf"], n_layers=3, norm=opts["norm"])
-    if opts["netD"] == "n_layers":
-        return PatchDiscriminator(channels, opts["ndf"], n_layers=opts["n_layers_D"], norm=opts["norm"])
-    if opts["netD"] == "pixel":
-        return PixelDiscriminator(channels, opts["ndf"], norm=opts["norm"])
-    raise ValueError(f"unknown --netD {opts['netD']!r}; choose one of {', '.join(NETD_CHOICES)}")
-
-
-def _initialise(net: nn.Module, init_type: str, gain: float) -> None:
-    """The official init_weights: conv/linear weights by init_type (scale gain), BatchNorm weights ~ N(1, gain),
-    biases 0. 'normal' is lesson 01's init_weights."""
-    if init_type == "normal":
-        init_weights(net, gain)
-        return
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            if init_type == "xavier":
-                nn.init.xavier_normal_(m.weight, gain=gain)
-            elif init_type == "kaiming":
-                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-            elif init_type == "orthogonal":
-                nn.init.orthogonal_(m.weight, gain=gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, gain)
-            nn.init.zeros_(m.bias)
-
-
-ARCHITECTURE = ("netG", "netD", "n_layers_D", "ngf", "ndf", "norm", "no_dropout", "input_nc", "output_nc")
-
-
-# ---------------------------------------------------------------------------------------- the data
-
-class _SeededPairs(torch.utils.data.Dataset):
-    """Item (epoch, index) of the dataset with its random jitter seeded by (seed, epoch, index): the
-    same pair gets the same crop and flip whichever worker loads it and wherever a run was resumed.
-    The caller's RNG states are put back, so loading never disturbs dropout."""
-
-    def __init__(self, dataset, seed: int):
-        self.dataset, self.seed = dataset, seed
-
-    def __len__(self):
-        return len(self.dataset)
-
-    def __getitem__(self, key):
-        epoch, index = key
-        seed = ((self.seed * 1_000_003 + epoch) * 1_000_003 + index) % (2 ** 63)
-        py_state, torch_state = random.getstate(), torch.get_rng_state()
-        random.seed(seed)
-        torch.random.default_generator.manual_seed(seed)
-        try:
-            return self.dataset[index]
-        finally:
-            random.setstate(py_state)
-            torch.set_rng_state(torch_state)
-
-
-class _EpochSampler(torch.utils.data.Sampler):
-    """This rank's indices of one epoch (DistributedSampler's shuffle and sharding), as (epoch, index)
-    keys, skipping the first `skip` (a run resumed in the middle of an epoch)."""
-
-    def __init__(self, base: torch.utils.data.DistributedSampler, epoch: int, skip: int = 0):
-        self.base, self.epoch, self.skip = base, epoch, skip
-        base.set_epoch(epoch)
-        self.indices = list(base)[skip:]
-
-    def __iter__(self):
-        return iter([(self.epoch, i) for i in self.indices])
-
-    def __len__(self):
-        return len(self.indices)
 
 
 # ------------------------------------------------------------------------------------ small helpers
 
 def _rng_state() -> dict:
     np_state = np.random.get_state(legacy=True)
-    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
-             "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
-                       "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
-             "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-    return state
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "numpy": {"kind": np_state[0], "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+                      "pos": int(np_state[2]), "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
 
 
 def _set_rng_state(state: dict) -> None:
@@ -352,27 +324,6 @@ def _unwrap(net: nn.Module) -> nn.Module:
     return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
 
 
-def _amp_setup(choice: str | None, device: torch.device):
-    """(autocast dtype or None, GradScaler or None) for --amp on this device."""
-    if choice is None:
-        return None, None
-    if device.type == "cpu":
-        if choice == "fp16":
-            raise SystemExit("--amp fp16: float16 autocast is for GPUs; on a CPU use --amp bf16")
-        if not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            _notice("--amp: this CPU has no native bfloat16 arithmetic (AVX-512-BF16 or AMX), so bf16 autocast "
-                    "will likely be SLOWER than float32; measure with benchmarks/bench_train_step.py")
-        return torch.bfloat16, None
-    if device.type == "cuda":
-        bf16 = torch.cuda.is_bf16_supported()
-        if choice == "bf16" or (choice == "auto" and bf16):
-            if not bf16:
-                raise SystemExit("--amp bf16: this GPU has no bfloat16 support; use --amp fp16")
-            return torch.bfloat16, None
-        return torch.float16, torch.amp.GradScaler("cuda")
-    raise SystemExit(f"--amp is not supported on {device.type} here; train without it")
-
-
 def _is_oom(err: BaseException) -> bool:
     if isinstance(err, torch.OutOfMemoryError):
         return True
@@ -381,401 +332,401 @@ def _is_oom(err: BaseException) -> bool:
 
 
 class _StopFlag:
-    """Ctrl-C: the first one asks the loop to stop after the current step (and save); a second one
-    interrupts at once."""
+    """Ctrl-C or SIGTERM (what `timeout`, schedulers and container stops send): the first asks the loop to
+    stop after the current step and save; a second Ctrl-C interrupts at once."""
+
+    SIGNALS = {signal.SIGINT: ("Ctrl-C", 130), signal.SIGTERM: ("SIGTERM", 143)}
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.requested, self.exit_code, self._previous = None, 0, {}
 
     def __enter__(self):
-        try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread: leave Ctrl-C alone
-            self._previous = None
+        for signum in self.SIGNALS:
+            try:
+                self._previous[signum] = signal.signal(signum, self._handle)
+            except ValueError:  # not the main thread: leave the signals alone
+                pass
         return self
 
     def _handle(self, signum, frame):
-        if self.requested:
+        if self.requested and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        self.requested = True
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)",
+        self.requested, self.exit_code = self.SIGNALS[signum]
+        print(f"\n{self.requested}: stopping after this step and saving a checkpoint (Ctrl-C again to quit now)",
               file=sys.stderr, flush=True)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
         return False
 
 
+def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    "Whether `flag` is set on any process (every process must stop at the same iteration)."
+    if world == 1:
+        return flag
+    value = torch.tensor(float(flag), device=device)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX)
+    return bool(value.item())
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+def _save(run, opts: dict, run_dir: Path, tag, world: int, main_process: bool) -> None:
+    "The TrainingRun as {tag}_state.pt (with every process's random state) and its generator as {tag}_net_G.pt."
+    rng = _rng_state()
+    per_rank = None
+    if world > 1:
+        per_rank = [None] * world
+        dist.all_gather_object(per_rank, rng)
+    if not main_process:
+        return
+    schedulers = [s.state_dict() for s in run.schedulers]
+    obj = {"format": FORMAT, "version": VERSION, "kind": "train_state", "options": jsonable_options(opts),
+           "G": _unwrap(run.G).state_dict(), "D": _unwrap(run.D).state_dict(),
+           "optimizer_G": run.opt_G.state_dict(), "optimizer_D": run.opt_D.state_dict(),
+           "scheduler_G": schedulers[0], "scheduler_D": schedulers[1],
+           "epoch": run.epoch, "epoch_iter": run.epoch_iter, "step": run.step,
+           "rng": rng, "rng_per_rank": per_rank, "scaler": run.scaler.state_dict() if run.scaler is not None else None}
+    save_checkpoint(state_path(run_dir, tag), obj)
+    save_checkpoint(generator_path(run_dir, tag), generator_checkpoint(run.G, opts))
+
+
+def _read_state(opts: dict, run_dir: Path) -> tuple[dict, Path]:
+    path = state_path(run_dir, opts["epoch"])
+    if not path.exists():
+        found = sorted(p.name for p in run_dir.glob("*_state.pt")) if run_dir.is_dir() else []
+        raise SystemExit(f"--continue_train: no checkpoint {path}" + (f" (found: {', '.join(found)})" if found else ""))
+    try:
+        return load_checkpoint(path, map_location="cpu", kind="train_state"), path
+    except CheckpointError as err:
+        raise SystemExit(f"--continue_train: {err}") from None
+
+
+def _restore(run, state: dict, opts: dict, rank: int, world: int) -> str:
+    "Load a saved TrainingRun into `run`, then apply this command's optimisation options (lr, schedule)."
+    try:
+        load_state_dict_strict(run.G, state["G"], "generator (G)")
+        load_state_dict_strict(run.D, state["D"], "discriminator (D)")
+        run.opt_G.load_state_dict(state["optimizer_G"])
+        run.opt_D.load_state_dict(state["optimizer_D"])
+        run.schedulers[0].load_state_dict(state["scheduler_G"])
+        run.schedulers[1].load_state_dict(state["scheduler_D"])
+    except (CheckpointError, ValueError, KeyError) as err:
+        raise SystemExit(f"--continue_train: {err}") from None
+    if run.scaler is not None and state.get("scaler"):
+        run.scaler.load_state_dict(state["scaler"])
+    run.step, run.epoch, run.epoch_iter = int(state["step"]), int(state["epoch"]), int(state.get("epoch_iter", 0))
+    if state.get("epoch_complete", False):  # checkpoints of older versions counted a finished epoch so
+        run.epoch, run.epoch_iter = run.epoch + 1, 0
+    per_rank = state.get("rng_per_rank")
+    _set_rng_state(per_rank[rank] if world > 1 and per_rank and len(per_rank) == world else state["rng"])
+    factor = lr_factor(run.epoch, opts["n_epochs"], opts["n_epochs_decay"], opts["lr_policy"])
+    for optimizer, scheduler in zip((run.opt_G, run.opt_D), run.schedulers):
+        scheduler.base_lrs = [opts["lr"]] * len(optimizer.param_groups)
+        for group in optimizer.param_groups:
+            group.update(initial_lr=opts["lr"], lr=opts["lr"] * factor, betas=(opts["beta1"], group["betas"][1]))
+    return f"resumed at epoch {run.epoch}, {run.epoch_iter} iterations into it, {run.step} in all"
+
+
+# ------------------------------------------------------------------------------------ what the command adds
+
+class _Log:
+    "loss_log.jsonl (and TensorBoard if asked), written by rank 0 only."
+
+    def __init__(self, run_dir: Path, tensorboard: bool, main_process: bool):
+        self.file = self.writer = None
+        if not main_process:
+            return
+        self.file = open(run_dir / "loss_log.jsonl", "a", encoding="utf-8")
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+            except ImportError:
+                _notice("--tensorboard: TensorBoard is not installed (pip install tensorboard); logging to "
+                        "loss_log.jsonl only")
+
+    def write(self, record: dict) -> None:
+        if self.file is not None:
+            self.file.write(json.dumps(record) + "\n")
+            self.file.flush()
+        if self.writer is not None:
+            for key, value in record.items():
+                if isinstance(value, (int, float)) and key not in ("step", "epoch", "epoch_iter"):
+                    self.writer.add_scalar(f"{record['type']}/{key}", value, record["step"])
+
+    def close(self) -> None:
+        for handle in (self.file, self.writer):
+            if handle is not None:
+                handle.close()
+
+
+class _Validation:
+    "Val L1/PSNR on [0, 1] and a sample grid in images/, in the paper's test mode (rank 0 only)."
+
+    def __init__(self, opts: dict, run_dir: Path, main_process: bool):
+        self.A = self.B = None
+        self.run_dir, self.seed = run_dir, opts["seed"]
+        root = Path(opts["dataroot"])
+        if opts["num_val"] > 0 and (root / "val").exists() and main_process and not opts["sync_bn"]:
+            self.A, self.B = val_tensors(root, opts["direction"], opts["crop_size"], opts["num_val"],
+                                         input_nc=opts["input_nc"], output_nc=opts["output_nc"])
+
+    def __call__(self, G: nn.Module, tag: str) -> dict:
+        if self.A is None:  # (with SyncBatchNorm, rank 0 alone cannot run G: it would wait for the others)
+            return {}
+        fake = translate_batch(_unwrap(G), self.A, seed=self.seed)
+        (self.run_dir / "images").mkdir(exist_ok=True)
+        from PIL import Image
+        Image.fromarray(image_grid(self.A[:4], fake[:4], self.B[:4]).numpy()).save(self.run_dir / "images" / f"{tag}.png")
+        scores = l1_and_psnr(fake, self.B)
+        return {"val_L1": scores["L1"], "val_PSNR": scores["PSNR"]}
+
+
+class CommandHooks(Hooks):
+    """What `p2p train` adds to lesson 06's loop: loss logs and progress, periodic checkpoints, validation at
+    each epoch's end, and stopping on a signal. It remembers what was saved last (for the final save)."""
+
+    def __init__(self, opts, run_dir, log, validate, stop, world, main_process, per_epoch, on_step=None):
+        self.opts, self.run_dir, self.log, self.validate, self.stop = opts, run_dir, log, validate, stop
+        self.world, self.main_process, self.per_epoch, self.on_step = world, main_process, per_epoch, on_step
+        self.sums = self.epoch_sums = None
+        self.since_print, self.timer, self.epoch_start = 0, time.perf_counter(), time.perf_counter()
+        self.saved_at, self.inside, self.progress, self.lrs = None, False, None, {}
+
+    def after_step(self, run, losses):
+        self.inside = True  # a KeyboardInterrupt from here on leaves a consistent run: it may be saved
+        values = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
+        self.sums = values if self.sums is None else self.sums + values
+        self.epoch_sums = values if self.epoch_sums is None else self.epoch_sums + values
+        self.since_print += 1
+        self.lrs = {"lr_G": run.opt_G.param_groups[0]["lr"], "lr_D": run.opt_D.param_groups[0]["lr"]}
+        self._progress(run)
+        if self.on_step is not None:
+            self.on_step(run.step, losses)
+        if run.step % self.opts["print_freq"] == 0:
+            self._print_losses(run)
+        if run.step % self.opts["save_latest_freq"] == 0:
+            self.save(run, "latest")
+        stop = _any_rank(self.stop.requested is not None, self.world, next(run.G.parameters()).device)
+        self.inside = False
+        return stop
+
+    def after_epoch(self, run, epoch):
+        scores = self.validate(run.G, f"epoch{epoch:03d}")
+        count = max(self.per_epoch, 1)
+        means = (self.epoch_sums / count).tolist() if self.epoch_sums is not None else [float("nan")] * 4
+        record = {"type": "epoch", "epoch": epoch, "step": run.step, **dict(zip(LOSS_NAMES, means)), **self.lrs,
+                  **scores, "seconds": time.perf_counter() - self.epoch_start}
+        self.log.write(record)
+        shown = "".join(f", {k} {v:.4g}" for k, v in scores.items())
+        _say(f"end of epoch {epoch}/{self.opts['n_epochs'] + self.opts['n_epochs_decay']}: {run.step} iterations, "
+             f"{record['seconds']:.0f} s{shown}, lr {self.lrs.get('lr_G', 0):.2e}")
+        self.epoch_sums, self.epoch_start = None, time.perf_counter()
+        self._close_progress()
+        if epoch % self.opts["save_epoch_freq"] == 0 or epoch == self.opts["n_epochs"] + self.opts["n_epochs_decay"]:
+            self.save(run, "latest")
+            self.save(run, epoch)
+
+    def save(self, run, tag) -> None:
+        _save(run, self.opts, self.run_dir, tag, self.world, self.main_process)
+        self.saved_at = run.step
+
+    def _print_losses(self, run) -> None:
+        mean = (self.sums / self.since_print).tolist()
+        self.log.write({"type": "train", "epoch": run.epoch, "epoch_iter": run.epoch_iter, "step": run.step,
+                        **dict(zip(LOSS_NAMES, mean)), **self.lrs,
+                        "it_per_s": self.since_print / (time.perf_counter() - self.timer)})
+        text = " ".join(f"{k}: {v:.3f}" for k, v in zip(LOSS_NAMES, mean))
+        if self.progress is not None:
+            self.progress.set_postfix_str(text)
+        else:
+            _say(f"(epoch: {run.epoch}, iters: {run.epoch_iter}, step: {run.step}) {text}")
+        self.sums, self.since_print, self.timer = None, 0, time.perf_counter()
+
+    def _progress(self, run) -> None:
+        "A terminal progress bar per epoch (tqdm), rank 0 only, unless --no_progress."
+        if not self.main_process or self.opts["no_progress"]:
+            return
+        if self.progress is None:
+            from tqdm import tqdm
+            self.progress = tqdm(total=self.per_epoch, initial=run.epoch_iter - 1, desc=f"epoch {run.epoch}",
+                                 unit="it", dynamic_ncols=True, leave=False, file=sys.stderr)
+        self.progress.update(1)
+
+    def _close_progress(self) -> None:
+        if self.progress is not None:
+            self.progress.close()
+            self.progress = None
+
+
 # --------------------------------------------------------------------------------------- training
+
+def _distributed_device(opts: dict) -> tuple[torch.device, int, int]:
+    "(device, rank, world): under torchrun (WORLD_SIZE > 1) join the process group, one GPU per process."
+    rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return pick_device(opts["device"]), rank, world
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = opts["device"] is None and torch.cuda.is_available()
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else pick_device(opts["device"])
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device, rank, world
+
+
+def _training_pairs(opts: dict) -> SeededPairs:
+    from p2p_lib.data import PairedDataError, PairedImageDataset  # lesson 05
+    try:
+        dataset = PairedImageDataset(opts["dataroot"], opts["phase"], direction=opts["direction"],
+                                     load_size=opts["load_size"], crop_size=opts["crop_size"],
+                                     preprocess=opts["preprocess"], no_flip=opts["no_flip"],
+                                     input_nc=opts["input_nc"], output_nc=opts["output_nc"],
+                                     max_dataset_size=opts["max_dataset_size"], multiple=size_multiple_of(opts["netG"]))
+    except (PairedDataError, ValueError) as err:
+        raise SystemExit(f"cannot read the training data: {err}") from None
+    return SeededPairs(dataset, opts["seed"])
+
+
+def _speed(opts: dict, device: torch.device):
+    if opts["sync_bn"] and device.type != "cuda":
+        raise SystemExit("--sync_bn: SyncBatchNorm runs only on CUDA GPUs; drop --sync_bn on the CPU")
+    try:
+        return pick_speed(device, opts["amp"], opts["channels_last"], opts["plain"])
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _wrap_distributed(run, opts: dict, device: torch.device, world: int) -> None:
+    if world == 1:
+        if opts["sync_bn"]:
+            _notice("--sync_bn has no effect with one process")
+        return
+    if opts["sync_bn"]:
+        run.G, run.D = nn.SyncBatchNorm.convert_sync_batchnorm(run.G), nn.SyncBatchNorm.convert_sync_batchnorm(run.D)
+    ids = [device.index] if device.type == "cuda" else None
+    run.G = nn.parallel.DistributedDataParallel(run.G, device_ids=ids)
+    run.D = nn.parallel.DistributedDataParallel(run.D, device_ids=ids)
+
 
 def train(opts: dict, on_step=None) -> dict:
     """Train with the options dict of `options_from_args` (see `p2p train --help`).
 
     `on_step(step, losses)` is called after every iteration (tests use it). Returns {"status": "done" |
     "interrupted" | "nan" | "oom", "step", "epoch", "run_dir", "exit_code"}."""
-    from p2p_lib.data import PairedDataError, PairedImageDataset  # lesson 05
-
-    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    rank = int(os.environ.get("RANK", "0"))
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    main_process = rank == 0
-    if distributed:
-        if opts["device"] is None and torch.cuda.is_available():
-            device = torch.device(f"cuda:{local_rank}")
-        else:
-            device = pick_device(opts["device"])
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    else:
-        device = pick_device(opts["device"])
-    if opts["sync_bn"] and device.type != "cuda":
-        raise SystemExit("--sync_bn: SyncBatchNorm runs only on CUDA GPUs; drop --sync_bn on the CPU")
-    amp_dtype, scaler = _amp_setup(opts["amp"], device)
-
-    run_dir = Path(opts["checkpoints_dir"]) / opts["name"]
+    device, rank, world = _distributed_device(opts)
     try:
-        return _train(opts, on_step, device, distributed, rank, world, main_process, amp_dtype, scaler, run_dir,
-                      PairedImageDataset, PairedDataError)
+        return _train(opts, on_step, device, rank, world)
     finally:
-        if distributed and dist.is_initialized():
+        if world > 1 and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def _train(opts, on_step, device, distributed, rank, world, main_process, amp_dtype, scaler, run_dir,
-           PairedImageDataset, PairedDataError) -> dict:
-    def say(text):
-        if main_process:
-            print(text, flush=True)
-
-    # ---- data
-    try:
-        dataset = PairedImageDataset(opts["dataroot"], opts["phase"], direction=opts["direction"],
-                                     load_size=opts["load_size"], crop_size=opts["crop_size"],
-                                     preprocess=opts["preprocess"], no_flip=opts["no_flip"],
-                                     input_nc=opts["input_nc"], output_nc=opts["output_nc"],
-                                     max_dataset_size=opts["max_dataset_size"],
-                                     multiple=2 ** NETG_NUM_DOWNS[opts["netG"]])
-    except (PairedDataError, ValueError) as err:
-        raise SystemExit(f"cannot read the training data: {err}") from None
-    val_A = val_B = None
-    if opts["num_val"] > 0 and (Path(opts["dataroot"]) / "val").exists() and main_process:
-        val = PairedImageDataset(opts["dataroot"], "val", direction=opts["direction"], load_size=opts["crop_size"],
-                                 crop_size=opts["crop_size"], preprocess=opts["preprocess"], no_flip=True,
-                                 input_nc=opts["input_nc"], output_nc=opts["output_nc"],
-                                 max_dataset_size=opts["num_val"], multiple=2 ** NETG_NUM_DOWNS[opts["netG"]])
-        with torch.random.fork_rng(devices=[]):
-            items = [val[i] for i in range(len(val))]
-        val_A, val_B = torch.stack([i["A"] for i in items]), torch.stack([i["B"] for i in items])
-    base_sampler = torch.utils.data.DistributedSampler(dataset, num_replicas=world, rank=rank,
-                                                       shuffle=not opts["serial_batches"], seed=opts["seed"])
-    seeded = _SeededPairs(dataset, opts["seed"])
-    num_workers = opts["num_workers"] if opts["num_workers"] is not None else (0 if device.type == "cpu" else 4)
-    loader_generator = torch.Generator()  # the loader's worker seeds: kept off the global RNG (resume-exact)
-
-    def loader(epoch, skip_batches):
-        sampler = _EpochSampler(base_sampler, epoch, skip_batches * opts["batch_size"])
-        return torch.utils.data.DataLoader(seeded, batch_size=opts["batch_size"], sampler=sampler,
-                                           num_workers=num_workers, pin_memory=device.type == "cuda",
-                                           generator=loader_generator)
-
-    steps_per_epoch = math.ceil(math.ceil(len(dataset) / world) / opts["batch_size"])
-
-    # ---- networks, optimisers, schedules
-    random.seed(opts["seed"])
-    np.random.seed(opts["seed"] % 2 ** 32)
-    torch.manual_seed(opts["seed"])
-    G = build_generator(opts)
-    D = build_discriminator(opts)
-    _initialise(G, opts["init_type"], opts["init_gain"])
-    _initialise(D, opts["init_type"], opts["init_gain"])
-    G.to(device)
-    D.to(device)
-    if opts["channels_last"]:
-        G.to(memory_format=torch.channels_last)
-        D.to(memory_format=torch.channels_last)
-    opt_G, opt_D = make_optimizers(G, D, opts["lr"], opts["beta1"])
-    state = None
+def _prepare(opts: dict, device: torch.device, rank: int, world: int):
+    "Options (from the checkpoint when resuming), data and the TrainingRun, restored if resuming."
+    run_dir = Path(opts["checkpoints_dir"]) / opts["name"]
+    state = resumed = None
     if opts["continue_train"]:
-        path = state_path(run_dir, opts["epoch"])
-        if not path.exists():
-            raise SystemExit(f"--continue_train: no checkpoint {path}"
-                             + (f" (found: {', '.join(sorted(p.name for p in run_dir.glob('*_state.pt')))})"
-                                if run_dir.is_dir() else ""))
-        try:
-            state = load_checkpoint(path, map_location="cpu", kind="train_state")
-        except CheckpointError as err:
-            raise SystemExit(f"--continue_train: {err}") from None
-        saved = state["options"]
-        different = [f"--{k} {saved.get(k)} (you gave {opts[k]})" for k in ARCHITECTURE if saved.get(k) != opts[k]]
-        if different:
-            raise SystemExit(f"--continue_train: {path} was trained with " + ", ".join(different)
-                             + ": pass the same architecture options to resume it")
-        opts["epoch_count"] = saved.get("epoch_count", 1)
-    sched_args = (opts["n_epochs"], opts["n_epochs_decay"], opts["lr_policy"], opts["epoch_count"])
-    sched_G, sched_D = make_scheduler(opt_G, *sched_args), make_scheduler(opt_D, *sched_args)
-    step, epoch, epoch_iter = 0, opts["epoch_count"], 0
-    resumed = None
+        state, source = _read_state(opts, run_dir)
+        opts = resumed_options(opts, state["options"], source)
+        opts["epoch_count"] = state["options"].get("epoch_count", 1)
+    pairs = _training_pairs(opts)
+    run = build_training(opts, device, _speed(opts, device))
     if state is not None:
-        try:
-            load_state_dict_strict(G, state["G"], "generator (G)")
-            load_state_dict_strict(D, state["D"], "discriminator (D)")
-            opt_G.load_state_dict(state["optimizer_G"])
-            opt_D.load_state_dict(state["optimizer_D"])
-            sched_G.load_state_dict(state["scheduler_G"])
-            sched_D.load_state_dict(state["scheduler_D"])
-        except (CheckpointError, ValueError, KeyError) as err:
-            raise SystemExit(f"--continue_train: {err}") from None
-        if scaler is not None and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        step, epoch, epoch_iter = int(state["step"]), int(state["epoch"]), int(state.get("epoch_iter", 0))
-        if state.get("epoch_complete", False):
-            epoch, epoch_iter = epoch + 1, 0
-        rng = state["rng"]
-        per_rank = state.get("rng_per_rank")
-        if distributed and per_rank and len(per_rank) == world:
-            rng = per_rank[rank]
-        _set_rng_state(rng)
-        resumed = f"resumed {path}: epoch {epoch}, {epoch_iter} iterations into it, {step} in all"
-    elif distributed:
+        resumed = _restore(run, state, opts, rank, world)
+    elif world > 1:
         torch.manual_seed(opts["seed"] + rank)  # each GPU its own dropout masks (the weights come from rank 0)
+    _wrap_distributed(run, opts, device, world)
+    return opts, run_dir, pairs, run, resumed
 
-    if distributed:
-        if opts["sync_bn"]:
-            G = nn.SyncBatchNorm.convert_sync_batchnorm(G)
-            D = nn.SyncBatchNorm.convert_sync_batchnorm(D)
-        ids = [device.index] if device.type == "cuda" else None
-        G = nn.parallel.DistributedDataParallel(G, device_ids=ids)
-        D = nn.parallel.DistributedDataParallel(D, device_ids=ids)
-    elif opts["sync_bn"]:
-        _notice("--sync_bn has no effect with one process")
-    gan_loss = GANLoss(opts["gan_mode"]).to(device)
-    last_epoch = opts["n_epochs"] + opts["n_epochs_decay"]
 
-    # ---- outputs (rank 0 only)
-    log_file = writer = None
+def _train(opts, on_step, device, rank, world) -> dict:
+    opts, run_dir, pairs, run, resumed = _prepare(opts, device, rank, world)
+    main_process = rank == 0
     if main_process:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "opt.json").write_text(json.dumps(jsonable_options(opts), indent=2) + "\n")
-        log_file = open(run_dir / "loss_log.jsonl", "a", encoding="utf-8")
-        if opts["tensorboard"]:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                writer = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                _notice("--tensorboard: TensorBoard is not installed (pip install tensorboard); logging to "
-                        "loss_log.jsonl only")
-        n_G = sum(p.numel() for p in _unwrap(G).parameters())
-        n_D = sum(p.numel() for p in _unwrap(D).parameters())
-        say(f"p2p train: {len(dataset)} training pairs, {steps_per_epoch} iterations per epoch"
-            f"{f' per process ({world} processes)' if distributed else ''}; G {opts['netG']} {n_G / 1e6:.2f} M "
-            f"parameters, D {opts['netD']} {n_D / 1e6:.2f} M; device {device}"
-            f"{f', {amp_dtype} autocast' if amp_dtype else ''}; writing to {run_dir}")
-        if resumed:
-            say(resumed)
+    log = _Log(run_dir, opts["tensorboard"], main_process)
+    per_epoch = steps_per_epoch(pairs, opts["batch_size"], world)
+    n_G, n_D = (sum(p.numel() for p in _unwrap(net).parameters()) / 1e6 for net in (run.G, run.D))
+    _say(f"p2p train: {len(pairs)} training pairs, {per_epoch} iterations per epoch"
+         f"{f' per process ({world} processes)' if world > 1 else ''}; G {opts['netG']} {n_G:.2f} M parameters, "
+         f"D {opts['netD']} {n_D:.2f} M; {run.speed.describe()}; writing to {run_dir}")
+    if resumed:
+        _say(resumed)
+        log.write({"type": "resume", "step": run.step, "epoch": run.epoch, "lr": opts["lr"],
+                   "n_epochs": opts["n_epochs"], "n_epochs_decay": opts["n_epochs_decay"]})
+    with _StopFlag() as stop:
+        hooks = CommandHooks(opts, run_dir, log, _Validation(opts, run_dir, main_process), stop, world,
+                             main_process, per_epoch, on_step)
+        try:
+            return _loop(opts, run, pairs, hooks, device, rank, world)
+        finally:
+            hooks._close_progress()
+            log.close()
 
-    def log(record):
-        if log_file is not None:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-        if writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch", "epoch_iter"):
-                    writer.add_scalar(f"{record['type']}/{key}", value, record["step"])
 
-    def lrs():
-        return {"lr_G": opt_G.param_groups[0]["lr"], "lr_D": opt_D.param_groups[0]["lr"]}
-
-    def save(tag, complete):
-        rng = _rng_state()
-        per_rank = None
-        if distributed:
-            per_rank = [None] * world
-            dist.all_gather_object(per_rank, rng)
-        if not main_process:
-            return
-        obj = {"format": FORMAT, "version": VERSION, "kind": "train_state", "options": jsonable_options(opts),
-               "G": _unwrap(G).state_dict(), "D": _unwrap(D).state_dict(),
-               "optimizer_G": opt_G.state_dict(), "optimizer_D": opt_D.state_dict(),
-               "scheduler_G": sched_G.state_dict(), "scheduler_D": sched_D.state_dict(),
-               "epoch": epoch, "epoch_iter": epoch_iter, "epoch_complete": complete, "step": step,
-               "rng": rng, "rng_per_rank": per_rank, "scaler": scaler.state_dict() if scaler is not None else None}
-        save_checkpoint(state_path(run_dir, tag), obj)
-        save_checkpoint(generator_path(run_dir, tag), generator_checkpoint(G, opts))
-
-    def validate(tag):
-        if val_A is None or (distributed and opts["sync_bn"]):  # SyncBatchNorm would wait for the other GPUs
-            return {}
-        fake = translate_batch(_unwrap(G), val_A.to(device), seed=opts["seed"])
-        grid = image_grid(val_A[:4], fake[:4], val_B[:4])
-        (run_dir / "images").mkdir(exist_ok=True)
-        from PIL import Image
-        Image.fromarray(grid.numpy()).save(run_dir / "images" / f"{tag}.png")
-        scores = l1_and_psnr(fake, val_B)
-        return {"val_L1": scores["L1"], "val_PSNR": scores["PSNR"]}
-
-    status, exit_code = "done", 0
-    sums = torch.zeros(len(LOSS_NAMES), device=device)
-    epoch_sums = torch.zeros(len(LOSS_NAMES), device=device)
-    finite = torch.ones((), dtype=torch.bool, device=device)
-    since_print, timer = 0, time.perf_counter()
-    # On a CPU reading a flag costs nothing; on a GPU it waits for the queued work, so check less often.
-    check_every = 1 if device.type == "cpu" and not distributed else opts["print_freq"]
-    epoch_done = False      # whether the end-of-epoch work (validation, scheduler step) of `epoch` is done
-    saved_at = None         # (step, epoch_done) of the last checkpoint written in this run
-    progress = None
-    in_step = False
-    max_steps = opts["max_steps"]
+def _loop(opts, run, pairs, hooks: CommandHooks, device, rank, world) -> dict:
+    "Run lesson 06's fit, then save where it stopped; turn divergence, interrupts and OOM into messages."
+    main_process, run_dir = rank == 0, hooks.run_dir
+    outcome = {"status": "done", "exit_code": 0}
     try:
-        with _StopFlag() as stop:
-            stop_now = reached = max_steps is not None and step >= max_steps
-            while epoch <= last_epoch and not stop_now:
-                epoch_start = time.perf_counter()
-                if main_process and not opts["no_progress"]:
-                    from tqdm import tqdm
-                    progress = tqdm(total=steps_per_epoch, initial=epoch_iter, desc=f"epoch {epoch}/{last_epoch}",
-                                    unit="it", dynamic_ncols=True, leave=False, file=sys.stderr)
-                for batch in loader(epoch, epoch_iter):
-                    real_A = batch["A"].to(device, non_blocking=True)
-                    real_B = batch["B"].to(device, non_blocking=True)
-                    if opts["channels_last"]:
-                        real_A = real_A.contiguous(memory_format=torch.channels_last)
-                        real_B = real_B.contiguous(memory_format=torch.channels_last)
-                    in_step = True
-                    losses = train_step(G, D, opt_G, opt_D, real_A, real_B, gan_loss, opts["lambda_L1"],
-                                        amp_dtype, scaler)
-                    in_step = False
-                    step, epoch_iter, since_print = step + 1, epoch_iter + 1, since_print + 1
-                    values = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
-                    finite &= torch.isfinite(values).all()
-                    sums += values
-                    epoch_sums += values
-                    if progress is not None:
-                        progress.update(1)
-                    if on_step is not None:
-                        on_step(step, losses)
-                    due_latest = step % opts["save_latest_freq"] == 0
-                    due_print = step % opts["print_freq"] == 0
-                    if (due_latest or due_print or step % check_every == 0) and not _all_finite(finite, distributed):
-                        raise TrainingStopped(f"a loss became NaN or infinite at iteration {step} (epoch {epoch})")
-                    if due_print:
-                        mean = (sums / since_print).tolist()
-                        log({"type": "train", "epoch": epoch, "epoch_iter": epoch_iter, "step": step,
-                             **dict(zip(LOSS_NAMES, mean)), **lrs(),
-                             "it_per_s": since_print / (time.perf_counter() - timer)})
-                        text = " ".join(f"{k}: {v:.3f}" for k, v in zip(LOSS_NAMES, mean))
-                        if progress is not None:
-                            progress.set_postfix_str(text)
-                        elif main_process:
-                            print(f"(epoch: {epoch}, iters: {epoch_iter}, step: {step}) {text}", flush=True)
-                        sums.zero_()
-                        since_print, timer = 0, time.perf_counter()
-                    if due_latest:
-                        save("latest", False)
-                        saved_at = (step, False)
-                    reached = max_steps is not None and step >= max_steps
-                    if _stop_requested(stop, distributed, device) or reached:
-                        stop_now = True
-                        break
-                if progress is not None:
-                    progress.close()
-                    progress = None
-                if epoch_iter < steps_per_epoch:  # stopped inside the epoch
-                    break
-                # ---- the end of an epoch
-                if not _all_finite(finite, distributed):
-                    raise TrainingStopped(f"a loss became NaN or infinite in epoch {epoch}")
-                scores = validate(f"epoch{epoch:03d}") if main_process else {}
-                count = max(epoch_iter, 1)
-                record = {"type": "epoch", "epoch": epoch, "step": step,
-                          **{k: v / count for k, v in zip(LOSS_NAMES, epoch_sums.tolist())}, **lrs(), **scores,
-                          "seconds": time.perf_counter() - epoch_start}
-                log(record)
-                if main_process:
-                    shown = "".join(f", {k} {v:.4g}" for k, v in scores.items())
-                    print(f"end of epoch {epoch}/{last_epoch}: {step} iterations, {record['seconds']:.0f} s"
-                          f"{shown}, lr {record['lr_G']:.2e}", flush=True)
-                epoch_sums.zero_()
-                sched_G.step()
-                sched_D.step()
-                epoch_done = True
-                if epoch % opts["save_epoch_freq"] == 0 or epoch == last_epoch:
-                    save("latest", True)
-                    save(epoch, True)
-                    saved_at = (step, True)
-                if stop_now or epoch == last_epoch:
-                    break
-                epoch, epoch_iter, epoch_done = epoch + 1, 0, False
-            # ---- the end: save where we are, unless that was just saved
-            if saved_at != (step, epoch_done) and step > 0:
-                save("latest", epoch_done)
-                saved_at = (step, epoch_done)
-            if not epoch_done and not (stop_now and not reached) and step > 0:
-                scores = validate(f"step{step:06d}") if main_process else {}
-                if scores:
-                    log({"type": "final", "epoch": epoch, "step": step, **scores, **lrs()})
-                    say("validation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
-            if stop_now and not reached:
-                status, exit_code = "interrupted", 130
-                say(f"stopped at iteration {step}; resume with the same command and --continue_train")
-            else:
-                say(f"done: {step} iterations; the generator is in {generator_path(run_dir, 'latest')}")
-    except TrainingStopped as err:
-        status, exit_code = "nan", 1
-        kept = (f"the last good checkpoint, {state_path(run_dir, 'latest')} (iteration {saved_at[0]}), is kept"
-                if saved_at is not None else "nothing was saved in this run")
-        if main_process:
-            print(f"\nTraining stopped: {err}. The run diverged; {kept}. Try a lower --lr, --gan_mode lsgan, "
-                  f"or check the data (`p2p check-data`).", file=sys.stderr, flush=True)
-    except KeyboardInterrupt:
-        status, exit_code = "interrupted", 130
-        if in_step or distributed:
-            say(f"\ninterrupted {'inside an iteration' if in_step else 'while other processes run'}: not saving; "
-                f"the last checkpoint ({'iteration ' + str(saved_at[0]) if saved_at else 'none in this run'}) is kept")
+        ended = fit(run, pairs, opts["n_epochs"], opts["n_epochs_decay"], opts["batch_size"],
+                    shuffle=not opts["serial_batches"], max_steps=opts["max_steps"], hooks=[hooks],
+                    num_workers=_num_workers(opts, device), rank=rank, world=world,
+                    check_every=1 if device.type == "cpu" and world == 1 else opts["print_freq"])
+        if hooks.saved_at != run.step and run.step > 0:
+            hooks.save(run, "latest")
+        if ended == "stopped":
+            outcome = {"status": "interrupted", "exit_code": hooks.stop.exit_code or 130}
+            _say(f"stopped at iteration {run.step} ({hooks.stop.requested}); saved {state_path(run_dir, 'latest')}; "
+                 f"resume with the same command and --continue_train")
         else:
-            save("latest", epoch_done)
-            say(f"\ninterrupted: saved {state_path(run_dir, 'latest')} at iteration {step}; "
-                f"resume with the same command and --continue_train")
+            _final_validation(run, hooks)
+            _say(f"done: {run.step} iterations; the generator is in {generator_path(run_dir, 'latest')}")
+    except TrainingDiverged as err:
+        outcome = {"status": "nan", "exit_code": 1}
+        kept = (f"the last good checkpoint, {state_path(run_dir, 'latest')} (iteration {hooks.saved_at}), is kept"
+                if hooks.saved_at is not None else "nothing was saved in this run")
+        _say(f"\nTraining stopped: {err}. The run diverged; {kept}. Try a lower --lr, --gan_mode lsgan, "
+             f"or check the data (`p2p check-data`).", sys.stderr)
+    except KeyboardInterrupt:
+        outcome = {"status": "interrupted", "exit_code": 130}
+        if hooks.inside and world == 1:
+            hooks.save(run, "latest")
+            _say(f"\ninterrupted: saved {state_path(run_dir, 'latest')} at iteration {run.step}; "
+                 f"resume with the same command and --continue_train")
+        else:
+            _say(f"\ninterrupted {'inside an iteration' if world == 1 else 'while other processes run'}: not "
+                 f"saving; the last checkpoint ({'iteration ' + str(hooks.saved_at) if hooks.saved_at else 'none in this run'}) is kept")
     except Exception as err:
         if not _is_oom(err):
             raise
-        status, exit_code = "oom", 1
-        if main_process:
-            print(f"\n{OOM_ADVICE}\n({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})",
-                  file=sys.stderr, flush=True)
-    finally:
-        if progress is not None:
-            progress.close()
-        if log_file is not None:
-            log_file.close()
-        if writer is not None:
-            writer.close()
-    return {"status": status, "step": step, "epoch": epoch, "run_dir": str(run_dir), "exit_code": exit_code}
+        outcome = {"status": "oom", "exit_code": 1}
+        _say(f"\n{OOM_ADVICE}\n({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})", sys.stderr)
+    return {**outcome, "step": run.step, "epoch": run.epoch, "run_dir": str(run_dir)}
 
 
-def _all_finite(flag: torch.Tensor, distributed: bool) -> bool:
-    """Whether every loss so far was finite, on every process (all stop together, or none)."""
-    if distributed:
-        flag = flag.float()
-        dist.all_reduce(flag, op=dist.ReduceOp.MIN)
-    return bool(flag.item())
+def _num_workers(opts: dict, device: torch.device) -> int:
+    return opts["num_workers"] if opts["num_workers"] is not None else (0 if device.type == "cpu" else 4)
 
 
-def _stop_requested(stop: _StopFlag, distributed: bool, device: torch.device) -> bool:
-    """Whether Ctrl-C was pressed (on any process: every process must stop at the same iteration)."""
-    if not distributed:
-        return stop.requested
-    flag = torch.tensor(float(stop.requested), device=device)
-    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-    return bool(flag.item())
+def _final_validation(run, hooks: CommandHooks) -> None:
+    "Validate where the run ended, unless an epoch's end just did."
+    if run.epoch_iter == 0 or run.step == 0:
+        return
+    scores = hooks.validate(run.G, f"step{run.step:06d}")
+    if scores:
+        hooks.log.write({"type": "final", "epoch": run.epoch, "step": run.step, **scores, **hooks.lrs})
+        _say("validation: " + ", ".join(f"{k} {v:.4g}" for k, v in scores.items()))
 
 
 def run(args: argparse.Namespace) -> int:
-    """The `p2p train` command: exit status 0 when done, 130 when interrupted, 1 on divergence or OOM."""
+    """The `p2p train` command: exit status 0 when done, 130 when interrupted (143 on SIGTERM), 1 on
+    divergence or OOM."""
     opts = options_from_args(args)
     return train(opts)["exit_code"]
 

@@ -38,12 +38,15 @@ class GANLoss(nn.Module):
 
 
 def discriminator_loss(D: nn.Module, gan_loss: GANLoss, real_A: torch.Tensor, real_B: torch.Tensor,
-                       fake_B: torch.Tensor) -> torch.Tensor:
+                       fake_B: torch.Tensor, parts: bool = False):
     """D's loss, halved as in the paper: 0.5 * (fake pairs judged fake + real pairs judged real).
-    D sees each image next to its input (conditional). fake_B is detached: no gradient reaches G."""
-    pred_fake = D(torch.cat([real_A, fake_B.detach()], 1))
+    D sees each image next to its input (conditional). fake_B is detached: no gradient reaches G.
+    parts=True returns (loss, fake half, real half): the training log shows the halves (D_fake, D_real)."""
+    pred_fake = D(torch.cat([real_A, fake_B.detach()], 1))   # the official order: the fake pair first
     pred_real = D(torch.cat([real_A, real_B], 1))
-    return 0.5 * (gan_loss(pred_fake, False) + gan_loss(pred_real, True))
+    loss_fake, loss_real = gan_loss(pred_fake, False), gan_loss(pred_real, True)
+    loss = 0.5 * (loss_fake + loss_real)
+    return (loss, loss_fake, loss_real) if parts else loss
 
 
 def generator_loss(D: nn.Module, gan_loss: GANLoss, real_A: torch.Tensor, real_B: torch.Tensor,

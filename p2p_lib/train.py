@@ -9,36 +9,25 @@ import hashlib
 import json
 import math
 import os
+import random
 import time
 import warnings
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
+import numpy as np
 import torch
 from torch import nn
+from p2p_lib.checkpoint import CheckpointError, generator_checkpoint, load_checkpoint, load_state_dict_strict, save_checkpoint
 from p2p_lib.data import PairedImageDataset
-from p2p_lib.losses import GANLoss, generator_loss
-from p2p_lib.patchgan import PatchDiscriminator
+from p2p_lib.device import SpeedSettings, pick_device, pick_speed
+from p2p_lib.losses import GANLoss, discriminator_loss, generator_loss
+from p2p_lib.networks import define_D, define_G
 from p2p_lib.paths import PROJECT_ROOT, dataset_dir
+from p2p_lib.progress import StepProgress
 
 
-__all__ = ['pick_device', 'set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'fit', 'PairCache', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'course_model_path', 'generator_options', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG']
-
-
-from p2p_lib.checkpoint import (CheckpointError, build_generator, generator_checkpoint, load_checkpoint,
-                                load_state_dict_strict, save_checkpoint)
-
-
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The device to train on: the one named ('cpu', 'cuda:1', 'mps'), else CUDA when there is a GPU,
-    else Apple's MPS, else the CPU (the fallback: it works everywhere, only slower)."""
-    if device is not None:
-        return torch.device(device)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+__all__ = ['set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'course_model_path', 'generator_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result']
 
 
 def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) -> None:
@@ -61,22 +50,20 @@ def train_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: 
                real_A: torch.Tensor, real_B: torch.Tensor, gan_loss: GANLoss, lambda_L1: float = 100.0,
                amp_dtype: torch.dtype | None = None, scaler=None) -> dict[str, torch.Tensor]:
     """One pix2pix iteration (the official `optimize_parameters`): fake_B = G(real_A), one update of D
-    on real pairs vs fake pairs (loss x 0.5, fake_B detached), then one update of G on the adversarial
-    loss + lambda_L1 * L1 with D's weights frozen. `amp_dtype` (torch.bfloat16 or torch.float16) runs
-    the forward passes under autocast; `scaler` is the GradScaler float16 needs. Returns the losses the
-    official code logs, detached: G_GAN, G_L1 (times lambda_L1), D_real, D_fake."""
+    on real pairs vs fake pairs (lesson 04's discriminator_loss: x 0.5, fake_B detached), then one update
+    of G on the adversarial loss + lambda_L1 * L1 with D's weights frozen. `amp_dtype` (torch.bfloat16 or
+    torch.float16) runs the forward passes under autocast; `scaler` is the GradScaler float16 needs.
+    Returns the losses the official code logs, detached: G_GAN, G_L1 (times lambda_L1), D_real, D_fake."""
     def autocast():
         return torch.autocast(real_A.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
     with autocast():
-        fake_B = G(real_A)
-    # D: real pairs -> 1, fake pairs -> 0; the detach keeps this update out of G.
+        fake_B = G(real_A)                                      # (N, 3, H, W) in [-1, 1]
+    # D: real pairs -> 1, fake pairs -> 0; the detach inside discriminator_loss keeps this update out of G.
     set_requires_grad(D, True)
     opt_D.zero_grad(set_to_none=True)
     with autocast():
-        loss_D_fake = gan_loss(D(torch.cat([real_A, fake_B.detach()], 1)), False)
-        loss_D_real = gan_loss(D(torch.cat([real_A, real_B], 1)), True)
-        loss_D = (loss_D_fake + loss_D_real) * 0.5
+        loss_D, loss_D_fake, loss_D_real = discriminator_loss(D, gan_loss, real_A, real_B, fake_B, parts=True)
     _backward_and_step(loss_D, opt_D, scaler)
     # G: make D call the fake pair real, and stay close to the target; D's weights frozen.
     set_requires_grad(D, False)
@@ -131,97 +118,188 @@ def make_scheduler(optimizer: torch.optim.Optimizer, n_epochs: int = 100, n_epoc
         optimizer, lambda done: lr_factor(epoch_count + done, n_epochs, n_epochs_decay, policy))
 
 
-def fit(G: nn.Module, D: nn.Module, batches, steps: int, opt_G: torch.optim.Optimizer,
-        opt_D: torch.optim.Optimizer, gan_loss: GANLoss, lambda_L1: float = 100.0,
-        amp_dtype: torch.dtype | None = None, scaler=None, callback=None) -> dict[str, list[float]]:
-    """The plain training loop: `steps` calls of train_step on (real_A, real_B) pairs drawn from the
-    iterator `batches` (already on the networks' device). `callback(step, losses)` runs after every step
-    (step counts from 1). Returns the history: one list of floats per loss, one value per step."""
-    G.train()
-    D.train()
-    history = []
-    for step in range(1, steps + 1):
-        real_A, real_B = next(batches)
-        losses = train_step(G, D, opt_G, opt_D, real_A, real_B, gan_loss, lambda_L1, amp_dtype, scaler)
-        history.append(torch.stack(list(losses.values())))
-        if callback is not None:
-            callback(step, losses)
-    values = torch.stack(history).float().cpu() if history else torch.zeros(0, 4)
-    return {name: values[:, i].tolist() for i, name in enumerate(["G_GAN", "G_L1", "D_real", "D_fake"])}
+class SeededPairs(torch.utils.data.Dataset):
+    """A paired dataset whose item (epoch, index) has its random jitter (crop corner, flip) seeded by
+    (seed, epoch, index): the same pair gets the same crop and flip whichever loader worker reads it,
+    and wherever a run was resumed. The caller's random states are put back afterwards, so loading
+    never disturbs the dropout masks of training."""
 
-
-def _to_uint8(images: torch.Tensor) -> torch.Tensor:
-    "Undo to_tensor exactly: [-1, 1] floats back to the 8-bit values they came from."
-    return ((images * 0.5 + 0.5) * 255).round().clamp(0, 255).to(torch.uint8)
-
-
-def _to_float(images: torch.Tensor) -> torch.Tensor:
-    "The same arithmetic as lesson 05's to_tensor (x / 255, then (x - 0.5) / 0.5), so the floats are identical."
-    return (images.float().div(255) - 0.5) / 0.5
-
-
-class PairCache:
-    """A split of a paired dataset decoded once into memory: uint8 tensors of all pairs at load_size x
-    load_size, read through PairedImageDataset (same decoding, bicubic resize and direction). `batch`
-    then does the training jitter on tensors, as the dataset would: a random crop_size crop (corner
-    uniform over every position) and a horizontal flip with probability 1/2, shared by A and B."""
-
-    def __init__(self, root, phase: str = "train", direction: str = "AtoB", load_size: int = 286,
-                 input_nc: int = 3, output_nc: int = 3, max_dataset_size: float = float("inf")):
-        dataset = PairedImageDataset(root, phase, direction=direction, load_size=load_size, crop_size=load_size,
-                                     no_flip=True, input_nc=input_nc, output_nc=output_nc,
-                                     max_dataset_size=max_dataset_size)
-        with torch.random.fork_rng(devices=[]):  # the dataset draws its (here trivial) crop from torch's RNG
-            items = [dataset[i] for i in range(len(dataset))]
-        self.A = torch.stack([_to_uint8(item["A"]) for item in items])
-        self.B = torch.stack([_to_uint8(item["B"]) for item in items])
-        self.paths = [item["A_paths"] for item in items]
-        self.load_size = load_size
+    def __init__(self, dataset: torch.utils.data.Dataset, seed: int = 0):
+        self.dataset, self.seed = dataset, seed
 
     def __len__(self) -> int:
-        return len(self.A)
+        return len(self.dataset)
 
-    def crop(self, indices, crop_size: int, xs, ys, flips) -> tuple[torch.Tensor, torch.Tensor]:
-        "Pairs `indices`, cropped at corners (xs, ys) and flipped where `flips` is true, as floats in [-1, 1]."
-        def one(images, i, x, y, flip):
-            image = images[i, :, y:y + crop_size, x:x + crop_size]
-            return image.flip(-1) if flip else image
-        A = torch.stack([one(self.A, i, x, y, f) for i, x, y, f in zip(indices, xs, ys, flips)])
-        B = torch.stack([one(self.B, i, x, y, f) for i, x, y, f in zip(indices, xs, ys, flips)])
-        return _to_float(A), _to_float(B)
+    def __getitem__(self, key: tuple[int, int]) -> dict:
+        epoch, index = key
+        seed = ((self.seed * 1_000_003 + epoch) * 1_000_003 + index) % (2 ** 63)
+        py_state, torch_state = random.getstate(), torch.get_rng_state()
+        random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            return self.dataset[index]
+        finally:
+            random.setstate(py_state)
+            torch.set_rng_state(torch_state)
 
-    def batch(self, indices, crop_size: int, no_flip: bool = False,
-              generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        "Pairs `indices` with random crop and flip jitter drawn from `generator`: (A, B), floats in [-1, 1]."
-        n, span = len(indices), self.load_size - crop_size + 1
-        xs = torch.randint(0, span, (n,), generator=generator).tolist()
-        ys = torch.randint(0, span, (n,), generator=generator).tolist()
-        flips = (torch.rand(n, generator=generator) < 0.5).tolist()
-        return self.crop(indices, crop_size, xs, ys, [f and not no_flip for f in flips])
+
+def epoch_keys(pairs: SeededPairs, epoch: int, shuffle: bool = True, skip: int = 0, rank: int = 0,
+               world: int = 1) -> list[tuple[int, int]]:
+    """This process's (epoch, index) keys of one epoch, in order: a permutation seeded by seed + epoch
+    (PyTorch's DistributedSampler: with `world` processes each takes every world-th of it, so the
+    shards are disjoint), without its first `skip` keys (a run resumed inside an epoch)."""
+    sampler = torch.utils.data.DistributedSampler(pairs, num_replicas=world, rank=rank, shuffle=shuffle,
+                                                  seed=pairs.seed)
+    sampler.set_epoch(epoch)
+    return [(epoch, index) for index in list(sampler)[skip:]]
+
+
+def epoch_batches(pairs: SeededPairs, epoch: int, batch_size: int = 1, shuffle: bool = True, skip_batches: int = 0,
+                  rank: int = 0, world: int = 1, num_workers: int = 0, device="cpu", channels_last: bool = False):
+    """Yield the (real_A, real_B) batches of one epoch on `device`, from batch `skip_batches` on.
+    The loader gets its own generator, so it draws nothing from the global random state."""
+    device = torch.device(device)
+    keys = epoch_keys(pairs, epoch, shuffle, skip_batches * batch_size, rank, world)
+    loader = torch.utils.data.DataLoader(pairs, batch_size=batch_size, sampler=keys, num_workers=num_workers,
+                                         pin_memory=device.type == "cuda", generator=torch.Generator())
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    for batch in loader:
+        yield (batch["A"].to(device, non_blocking=True).contiguous(memory_format=layout),
+               batch["B"].to(device, non_blocking=True).contiguous(memory_format=layout))
+
+
+def steps_per_epoch(pairs, batch_size: int = 1, world: int = 1) -> int:
+    "Iterations in one epoch for each process: its shard of the pairs, in batches (the last one may be short)."
+    return math.ceil(math.ceil(len(pairs) / world) / batch_size)
+
+
+def seed_everything(seed: int) -> None:
+    "Seed Python's, NumPy's and PyTorch's random generators (the initial weights, then the dropout masks)."
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+@dataclass
+class TrainingRun:
+    """Everything a pix2pix run trains and counts: the networks, their optimisers and schedules, the loss,
+    how the step runs (`speed`), and where the run is (step in all, epoch counted from 1, iterations
+    done in that epoch). A checkpoint is this, saved; resuming is this, loaded."""
+    G: nn.Module
+    D: nn.Module
+    opt_G: torch.optim.Optimizer
+    opt_D: torch.optim.Optimizer
+    schedulers: list
+    gan_loss: GANLoss
+    lambda_L1: float = 100.0
+    speed: SpeedSettings = SpeedSettings("cpu")
+    scaler: object = None
+    step: int = 0
+    epoch: int = 1
+    epoch_iter: int = 0
+
+
+def build_training(options: dict, device=None, speed: SpeedSettings | None = None) -> TrainingRun:
+    """A fresh run from options with the official names (netG, ngf, netD, ndf, norm, no_dropout, gan_mode,
+    lambda_L1, lr, beta1, n_epochs, n_epochs_decay, lr_policy, epoch_count, seed; missing ones take the
+    official defaults): seeded by options["seed"], so the same options give the same initial weights."""
+    device = pick_device(device)
+    speed = pick_speed(device) if speed is None else speed
+    seed_everything(options.get("seed", 0))
+    G, D = define_G(options).to(device), define_D(options).to(device)
+    if speed.channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    opt_G, opt_D = make_optimizers(G, D, options.get("lr", 2e-4), options.get("beta1", 0.5), fused=speed.fused_adam)
+    first = options.get("epoch_count") or 1
+    schedule = (options.get("n_epochs", 100), options.get("n_epochs_decay", 100), options.get("lr_policy", "linear"))
+    schedulers = [make_scheduler(opt, *schedule, epoch_count=first) for opt in (opt_G, opt_D)]
+    scaler = torch.amp.GradScaler("cuda") if speed.grad_scaler else None
+    return TrainingRun(G, D, opt_G, opt_D, schedulers, GANLoss(options.get("gan_mode", "vanilla")).to(device),
+                       float(options.get("lambda_L1", 100.0)), speed, scaler, epoch=first)
+
+
+LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
+
+
+class Hooks:
+    """What a caller adds to `fit` without changing it (logging, snapshots, checkpoints, a stop request).
+    Each method may return True to stop training there."""
+
+    def after_step(self, run: TrainingRun, losses: dict[str, torch.Tensor]) -> bool | None:
+        "After every iteration; run.step and run.epoch_iter already count it."
+
+    def after_epoch(self, run: TrainingRun, epoch: int) -> bool | None:
+        "After the last iteration of `epoch` and its schedule step: run.epoch is already the next one."
+
+
+class TrainingDiverged(FloatingPointError):
+    """A loss became NaN or infinite: the networks are broken from here on."""
+
+
+def all_finite(losses: dict[str, torch.Tensor], world: int = 1) -> bool:
+    "Whether every loss is finite, on every process (all stop together, or none)."
+    flag = torch.stack([value.detach().float() for value in losses.values()]).isfinite().all().float()
+    if world > 1:
+        torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MIN)
+    return bool(flag.item())
+
+
+def fit(run: TrainingRun, pairs: SeededPairs, n_epochs: int = 100, n_epochs_decay: int = 100, batch_size: int = 1,
+        shuffle: bool = True, max_steps: int | None = None, hooks=(), num_workers: int = 0, rank: int = 0,
+        world: int = 1, check_every: int = 1) -> str:
+    """Train `run` from where it is to the end of epoch n_epochs + n_epochs_decay (or to `max_steps`
+    iterations in all): epochs of shuffled, seeded batches of `pairs`, train_step on each, the schedule
+    stepped once per epoch (the official way), `hooks` after each step and epoch. Every `check_every`
+    steps a NaN/Inf loss raises TrainingDiverged. Returns "done", "max_steps" or "stopped" (a hook asked)."""
+    run.G.train()
+    run.D.train()
+    device, per_epoch = next(run.G.parameters()).device, steps_per_epoch(pairs, batch_size, world)
+    while run.epoch <= n_epochs + n_epochs_decay:
+        if max_steps is not None and run.step >= max_steps:
+            return "max_steps"
+        for real_A, real_B in epoch_batches(pairs, run.epoch, batch_size, shuffle, run.epoch_iter, rank, world,
+                                            num_workers, device, run.speed.channels_last):
+            losses = train_step(run.G, run.D, run.opt_G, run.opt_D, real_A, real_B, run.gan_loss, run.lambda_L1,
+                                run.speed.amp_dtype, run.scaler)
+            run.step, run.epoch_iter = run.step + 1, run.epoch_iter + 1
+            if run.step % check_every == 0 and not all_finite(losses, world):
+                raise TrainingDiverged(f"a loss became NaN or infinite at iteration {run.step} (epoch {run.epoch})")
+            if any([hook.after_step(run, losses) for hook in hooks]):
+                return "stopped"
+            if max_steps is not None and run.step >= max_steps and run.epoch_iter < per_epoch:
+                return "max_steps"  # (at an epoch's last step, its end-of-epoch work is done first)
+        epoch = run.epoch
+        for scheduler in run.schedulers:
+            scheduler.step()
+        run.epoch, run.epoch_iter = epoch + 1, 0
+        if any([hook.after_epoch(run, epoch) for hook in hooks]):
+            return "stopped"
+    return "done"
 
 
 COURSE_CONFIG = {
-    "dataset": "facades",   # p2p_lib.facades_dir()
-    "direction": "BtoA",    # labels -> photo, the paper's facades task
-    "load_size": 143,       # resize to 143, random 128 crop: the paper's 286 -> 256 jitter at half size
-    "crop_size": 128,       # DEVIATION: 128 px instead of 256 (4x fewer pixels)
-    "netG": "unet_128",     # the official 7-level U-Net for 128 px (1 x 1 at the bottleneck)
-    "ngf": 32,              # DEVIATION: 32 generator filters in the first layer instead of 64
-    "ndf": 32,              # DEVIATION: 32 discriminator filters instead of 64
-    "n_layers_D": 3,        # the 70 x 70 PatchGAN
-    "norm": "batch",        # BatchNorm; with batch size 1 it normalises each image on its own
-    "no_dropout": False,    # dropout 0.5 in the decoder, the paper's noise z
-    "gan_mode": "vanilla",  # binary cross-entropy on logits, the paper's objective
-    "lambda_L1": 100.0,     # the paper's weight of the L1 term
-    "lr": 2e-4,             # Adam, the paper's settings
+    "dataset": "facades",    # p2p_lib.facades_dir()
+    "direction": "BtoA",     # labels -> photo, the paper's facades task
+    "load_size": 143,        # resize to 143, random 128 crop: the paper's 286 -> 256 jitter at half size
+    "crop_size": 128,        # DEVIATION: 128 px instead of 256 (4x fewer pixels)
+    "netG": "unet_128",      # the official 7-level U-Net for 128 px (1 x 1 at the bottleneck)
+    "ngf": 32,               # DEVIATION: 32 generator filters in the first layer instead of 64
+    "netD": "basic",         # the 70 x 70 PatchGAN
+    "ndf": 32,               # DEVIATION: 32 discriminator filters instead of 64
+    "norm": "batch",         # BatchNorm; with batch size 1 it normalises each image on its own
+    "no_dropout": False,     # dropout 0.5 in the decoder, the paper's noise z
+    "gan_mode": "vanilla",   # binary cross-entropy on logits, the paper's objective
+    "lambda_L1": 100.0,      # the paper's weight of the L1 term
+    "lr": 2e-4,              # Adam, the paper's settings
     "beta1": 0.5,
-    "batch_size": 1,        # the paper's batch size
-    "steps": 3300,          # DEVIATION: a fixed budget of iterations, ~5 min on an idle 2-core CPU (8 epochs)
-    "decay_steps": 1650,    # the official linear decay to 0, over the last half of the iterations
-    "seed": 0,              # seeds the init, dropout, data order and jitter: the run is repeatable on CPU
-    "num_val": 100,         # validation images (the whole facades val split) for L1 and PSNR
-    "snapshots": 4,         # val images shown in the snapshot grids
-    "snapshot_steps": [100, 400, 1600],  # when to take them (also at step 0 and at the end)
+    "batch_size": 1,         # the paper's batch size
+    "n_epochs": 1,           # DEVIATION: 1 epoch at the full rate + 1 of linear decay (800 steps, ~4 min on
+    "n_epochs_decay": 1,     #   a 2-core CPU without bf16) instead of the paper's 200 epochs
+    "lr_policy": "linear",   # the official schedule, stepped once per epoch
+    "seed": 0,               # seeds the init, dropout, data order and jitter: the run is repeatable on CPU
+    "num_val": 100,          # validation images (the whole facades val split) for L1 and PSNR
+    "snapshots": 4,          # val images shown in the snapshot grids
+    "snapshot_steps": [100, 400],  # when to take them (also at step 0 and at the end)
 }
 
 
@@ -287,11 +365,17 @@ def translate_batch(G: nn.Module, A: torch.Tensor, seed: int | None = 0, batch_s
 
 
 def l1_and_psnr(fake: torch.Tensor, real: torch.Tensor) -> dict[str, float]:
-    "Mean L1 per image on pixels in [-1, 1], and mean PSNR per image in dB with pixels in [0, 1]."
-    fake, real = fake.double().clamp(-1, 1), real.double()
-    l1 = (fake - real).abs().flatten(1).mean(1)
-    mse01 = ((fake - real) / 2).pow(2).flatten(1).mean(1)
-    return {"L1": l1.mean().item(), "PSNR": (10 * torch.log10(1 / mse01)).mean().item()}
+    """Mean L1 per image and mean PSNR per image in dB, both with pixels on [0, 1] (the network's [-1, 1]
+    mapped by (x + 1) / 2, as every pixel metric of the course and of p2p)."""
+    fake01, real01 = (fake.double().clamp(-1, 1) + 1) / 2, (real.double() + 1) / 2
+    l1 = (fake01 - real01).abs().flatten(1).mean(1)
+    mse = (fake01 - real01).pow(2).flatten(1).mean(1)
+    return {"L1": l1.mean().item(), "PSNR": (10 * torch.log10(1 / mse)).mean().item()}
+
+
+def _to_uint8(images: torch.Tensor) -> torch.Tensor:
+    "Undo to_tensor exactly: [-1, 1] floats back to the 8-bit values they came from."
+    return ((images * 0.5 + 0.5) * 255).round().clamp(0, 255).to(torch.uint8)
 
 
 def image_grid(*columns: torch.Tensor) -> torch.Tensor:
@@ -304,117 +388,146 @@ def image_grid(*columns: torch.Tensor) -> torch.Tensor:
     return torch.cat(rows, dim=1).permute(1, 2, 0).contiguous()
 
 
+TRAINING_MODULES = ("blocks", "unet", "patchgan", "losses", "data", "networks", "device", "train")
+
+
 def course_model_path(config: dict | None = None) -> Path:
-    "Where the course model of `config` (default COURSE_CONFIG) is cached: a file named by the config's hash."
+    """Where the course model of `config` (default COURSE_CONFIG) is cached: a file named by a hash of the
+    config AND of the code that trains it (the modules in TRAINING_MODULES), so that a changed step or
+    network never hands back a model trained by the old code."""
     config = COURSE_CONFIG if config is None else config
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+    import p2p_lib  # the installed library: the code the lessons export (CI checks that they agree)
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
+    for module in TRAINING_MODULES:
+        digest.update((Path(p2p_lib.__file__).parent / f"{module}.py").read_bytes())
     root = Path(os.environ["P2P_CACHE"]).expanduser() if os.environ.get("P2P_CACHE") else PROJECT_ROOT / ".cache"
-    return root / "course_model" / f"course_model-{digest}.pt"
+    return root / "course_model" / f"course_model-{digest.hexdigest()[:16]}.pt"
 
 
 def generator_options(config: dict) -> dict:
-    "The options p2p_lib.checkpoint.build_generator needs, from a course config."
+    "The options a generator checkpoint keeps (what p2p translate and p2p test need), from a course config."
     return {"netG": config["netG"], "ngf": config["ngf"], "norm": config["norm"],
             "no_dropout": config["no_dropout"], "input_nc": 3, "output_nc": 3, "direction": config["direction"],
             "load_size": config["crop_size"], "crop_size": config["crop_size"], "preprocess": "resize_and_crop"}
 
 
-def train_course_model(config: dict | None = None, device=None, verbose: bool = True) -> dict:
-    """Train the course model of `config` (default COURSE_CONFIG) from scratch; returns the dict that
-    course_model() returns. Seeded: on a CPU the same config gives the same weights every time."""
+class LossHistory(Hooks):
+    "Keeps every iteration's losses (as tensors until the end: no GPU stall per step)."
+
+    def __init__(self):
+        self.rows = []
+
+    def after_step(self, run, losses):
+        self.rows.append(torch.stack([losses[name].detach().float() for name in LOSS_NAMES]))
+
+    def as_lists(self) -> dict[str, list[float]]:
+        values = torch.stack(self.rows).cpu() if self.rows else torch.zeros(0, len(LOSS_NAMES))
+        return {name: values[:, i].tolist() for i, name in enumerate(LOSS_NAMES)}
+
+
+class Snapshots(Hooks):
+    "Grids of fixed validation inputs | outputs | targets at chosen steps (and at step 0 when made)."
+
+    def __init__(self, G: nn.Module, val_A: torch.Tensor, val_B: torch.Tensor, steps):
+        self.val_A, self.val_B, self.steps = val_A, val_B, set(steps)
+        self.grids = [self.take(G, 0)]
+
+    def take(self, G: nn.Module, step: int) -> dict:
+        return {"step": step, "grid": image_grid(self.val_A, translate_batch(G, self.val_A), self.val_B)}
+
+    def after_step(self, run, losses):
+        if run.step in self.steps:
+            self.grids.append(self.take(run.G, run.step))
+
+
+class Progress(Hooks):
+    """A few lines of text over the whole run (p2p_lib.progress.StepProgress): a per-step progress bar in a
+    notebook sends thousands of messages, and a test runner reading the notebook (nbval) loses some."""
+
+    def __init__(self, total: int, desc: str):
+        self.bar = StepProgress(total, desc=desc, max_lines=8)
+
+    def after_step(self, run, losses):
+        self.bar.update(run.step, {name: losses[name] for name in ("G_GAN", "G_L1")})
+
+
+def train_course_model(config: dict | None = None, device=None, verbose: bool = True,
+                       max_steps: int | None = None) -> dict:
+    """Train the course model of `config` (default COURSE_CONFIG) from scratch with `fit`, the loop p2p train
+    runs; returns the dict that course_model() returns. Float32 pinned (amp off), so the same config gives
+    the same model on every CPU, bf16 or not; seeded, so on one machine the same weights every time."""
     config = COURSE_CONFIG if config is None else config
     device = pick_device(device)
     root = dataset_dir(config["dataset"])
-    train = PairCache(root, "train", config["direction"], config["load_size"])
+    train = PairedImageDataset(root, "train", direction=config["direction"], load_size=config["load_size"],
+                               crop_size=config["crop_size"])
+    pairs = SeededPairs(train, config["seed"])
     val_A, val_B = val_tensors(root, config["direction"], config["crop_size"], config["num_val"])
-    show = slice(0, config["snapshots"])
+    total = max_steps or steps_per_epoch(pairs, config["batch_size"]) * (config["n_epochs"] + config["n_epochs_decay"])
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
-        torch.manual_seed(config["seed"])
-        G = build_generator(generator_options(config)).to(device)
-        D = PatchDiscriminator(input_nc=6, ndf=config["ndf"], n_layers=config["n_layers_D"],
-                               norm=config["norm"]).to(device)
-        opt_G, opt_D = make_optimizers(G, D, config["lr"], config["beta1"])
-        constant = config["steps"] - config["decay_steps"]
-        schedulers = [make_scheduler(opt, constant, config["decay_steps"], "linear") for opt in (opt_G, opt_D)]
-        jitter = torch.Generator().manual_seed(config["seed"])
-
-        def batches():
-            while True:  # epochs: a shuffled pass over the training pairs, then the last short batch
-                order = torch.randperm(len(train), generator=jitter).tolist()
-                for start in range(0, len(order), config["batch_size"]):
-                    A, B = train.batch(order[start:start + config["batch_size"]], config["crop_size"],
-                                       generator=jitter)
-                    yield A.to(device), B.to(device)
-
-        val_before = l1_and_psnr(translate_batch(G, val_A), val_B)
-        snapshots = [{"step": 0, "grid": image_grid(val_A[show], translate_batch(G, val_A[show]), val_B[show])}]
-        progress = None
-        if verbose:
-            from tqdm.auto import tqdm
-            progress = tqdm(total=config["steps"], desc="course model", unit="step")
-
-        def callback(step, losses):
-            for scheduler in schedulers:
-                scheduler.step()  # one scheduler "epoch" = one iteration here
-            if step in config["snapshot_steps"] or step == config["steps"]:
-                grid = image_grid(val_A[show], translate_batch(G, val_A[show]), val_B[show])
-                snapshots.append({"step": step, "grid": grid})
-            if progress is not None:
-                progress.update(1)
-                if step % 50 == 0:
-                    progress.set_postfix({k: f"{v.item():.3f}" for k, v in losses.items()})
-
+        run = build_training(config, device, pick_speed(device, amp="off", channels_last=False))
+        val_before = l1_and_psnr(translate_batch(run.G, val_A), val_B)
+        history = LossHistory()
+        snapshots = Snapshots(run.G, val_A[:config["snapshots"]], val_B[:config["snapshots"]], config["snapshot_steps"])
+        hooks = [history, snapshots] + ([Progress(total, "course model")] if verbose else [])
         start = time.perf_counter()
-        history = fit(G, D, batches(), config["steps"], opt_G, opt_D, GANLoss(config["gan_mode"]).to(device),
-                      config["lambda_L1"], callback=callback)
+        fit(run, pairs, config["n_epochs"], config["n_epochs_decay"], config["batch_size"], max_steps=max_steps,
+            hooks=hooks)
         seconds = time.perf_counter() - start
-        if progress is not None:
-            progress.close()
-        val = l1_and_psnr(translate_batch(G, val_A), val_B)
-    bad = [name for name, values in history.items() if not all(math.isfinite(v) for v in values)]
-    if bad:
-        raise FloatingPointError(f"course model training diverged: non-finite {bad}")
-    return {"G": G, "config": dict(config), "options": generator_options(config), "history": history,
-            "val": val, "val_before": val_before, "snapshots": snapshots, "seconds": seconds,
-            "device": str(device)}
+        snapshots.grids.append(snapshots.take(run.G, run.step))
+        val = l1_and_psnr(translate_batch(run.G, val_A), val_B)
+    return {"G": run.G, "D": run.D, "config": dict(config), "options": generator_options(config),
+            "history": history.as_lists(), "val": val, "val_before": val_before, "snapshots": snapshots.grids,
+            "seconds": seconds, "steps": run.step, "device": str(device)}
 
 
 def course_model(device=None, verbose: bool = True, config: dict | None = None, retrain: bool = False) -> dict:
     """The course model: COURSE_CONFIG's generator trained on facades, from the cache, or trained once
-    and cached (about 5 minutes on a 2-core CPU). Returns {"G": the trained UNetGenerator (as trained:
+    and cached (about 4 minutes on a 2-core CPU). Returns {"G": the trained UNetGenerator (as trained:
     train mode), "config", "options", "history": per-iteration losses, "val": final val L1 and PSNR,
-    "val_before": the same before training, "snapshots": [{"step", "grid"}], "seconds", "device", "path"}."""
+    "val_before": the same before training, "snapshots": [{"step", "grid"}], "seconds", "steps", "device",
+    "path"}."""
     config = COURSE_CONFIG if config is None else config
     path = course_model_path(config)
     what = "the course model" if config == COURSE_CONFIG else "the model of this configuration"
     device = pick_device(device)
+    kept = ("config", "history", "val", "val_before", "snapshots", "seconds", "steps", "device")
     if path.exists() and not retrain:
         try:
             saved = load_checkpoint(path, map_location="cpu", kind="generator")
-            G = build_generator(saved["options"])
+            G = define_G(saved["options"], init=False)
             load_state_dict_strict(G, saved["G"], "course model")
             if verbose:
                 print(f"{what} loaded from {path}")
-            result = {key: saved[key] for key in ("config", "options", "history", "val", "val_before",
-                                                  "snapshots", "seconds", "device")}
-            return {**result, "G": G.to(device), "path": path}
+            return {**{key: saved[key] for key in kept + ("options",)}, "G": G.to(device), "path": path}
         except (CheckpointError, KeyError) as err:
             warnings.warn(f"the cached course model {path} cannot be used ({err}); training it again")
     if verbose:
-        print(f"training {what} (about 5 minutes on a 2-core CPU); it will be cached in {path}")
+        print(f"training {what} (about 4 minutes on a 2-core CPU); it will be cached in {path}")
     result = train_course_model(config, device, verbose)
     saved = generator_checkpoint(result["G"], result["options"])
-    saved.update({key: result[key] for key in ("config", "history", "val", "val_before", "snapshots",
-                                               "seconds", "device")})
+    saved.update({key: result[key] for key in kept})
     save_checkpoint(path, saved)
     return {**result, "path": path}
 
 
 OFFICIAL_CPU_CONFIG = {
     **COURSE_CONFIG,
-    "ngf": 64,                   # the official widths
+    "ngf": 64,               # the official widths
     "ndf": 64,
-    "steps": 700,                # what the official code manages in ~5 minutes on a 2-core CPU
-    "decay_steps": 0,            # 700 steps are far inside its first 100 epochs: a constant learning rate
-    "snapshot_steps": [100, 400],
+    "n_epochs": 1,           # one epoch (400 steps): about the course model's wall time on a 2-core CPU
+    "n_epochs_decay": 0,     # far inside the official first 100 epochs: a constant learning rate
+    "snapshot_steps": [100],
 }
+RESULTS_DIR = PROJECT_ROOT / "benchmarks" / "results"
+
+
+def committed_result(name: str) -> dict:
+    """A result too long to compute inside a lesson, as a script in the project committed it
+    (benchmarks/results/NAME.json: the numbers, with the command, code version, machine and wall time)."""
+    path = RESULTS_DIR / f"{name}.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise FileNotFoundError(f"{path}: committed result missing or unreadable ({err}); remake it with the "
+                                f"script it names, e.g. `python benchmarks/{name}.py`") from None

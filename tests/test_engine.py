@@ -9,6 +9,7 @@ from PIL import Image
 
 from imagefactory import aligned_pairs
 import p2p_lib.engine as engine
+import p2p_lib.train as lesson
 from p2p_lib.checkpoint import load_checkpoint, load_generator
 from p2p_lib.cli import build_parser
 
@@ -122,9 +123,9 @@ def test_a_run_writes_checkpoints_logs_and_images(data, tmp_path):
     assert all(math.isfinite(r[k]) for r in records[:3] for k in engine.LOSS_NAMES)
     assert records[1]["val_L1"] > 0 and records[1]["lr_G"] == 2e-4
     latest = state(run)
-    assert (latest["step"], latest["epoch"], latest["epoch_iter"], latest["epoch_complete"]) == (7, 2, 2, False)
-    epoch1 = state(run, 1)
-    assert (epoch1["step"], epoch1["epoch"], epoch1["epoch_complete"]) == (5, 1, True)
+    assert (latest["step"], latest["epoch"], latest["epoch_iter"]) == (7, 2, 2)
+    epoch1 = state(run, 1)  # saved after epoch 1's end: the run stands at the start of epoch 2
+    assert (epoch1["step"], epoch1["epoch"], epoch1["epoch_iter"]) == (5, 2, 0)
     G, options = load_generator(run)  # the small export equals the state's generator
     assert all(torch.equal(G.state_dict()[k], latest["G"][k]) for k in latest["G"])
     assert options["netG"] == "unet_128" and options["direction"] == "AtoB"
@@ -170,7 +171,7 @@ def test_ctrl_c_saves_a_checkpoint_that_resumes_exactly(data, tmp_path, capsys):
 
 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data, tmp_path, monkeypatch, capsys):
-    real_step = engine.train_step
+    real_step = lesson.train_step
 
     def poisoned(*args, **kwargs):
         losses = real_step(*args, **kwargs)
@@ -179,7 +180,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(data, tmp_
         poisoned.calls += 1
         return losses
     poisoned.calls = 0
-    monkeypatch.setattr(engine, "train_step", poisoned)
+    monkeypatch.setattr(lesson, "train_step", poisoned)  # what lesson 06's fit calls
     result = train(tiny(data, tmp_path / "ck", "--max_steps", "8", "--save_latest_freq", "2"))
     assert result["status"] == "nan" and result["exit_code"] == 1 and result["step"] == 4
     err = capsys.readouterr().err
@@ -201,7 +202,7 @@ def test_a_diverging_learning_rate_is_caught_before_anything_is_saved(data, tmp_
 def test_out_of_memory_gives_advice_instead_of_a_trace(data, tmp_path, monkeypatch, capsys):
     def too_big(*args, **kwargs):
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-    monkeypatch.setattr(engine, "train_step", too_big)
+    monkeypatch.setattr(lesson, "train_step", too_big)
     result = train(tiny(data, tmp_path / "ck", "--max_steps", "3"))
     assert result["status"] == "oom" and result["exit_code"] == 1
     err = capsys.readouterr().err
