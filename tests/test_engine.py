@@ -248,3 +248,63 @@ def test_the_cli_entry_point_runs_a_short_training(data, tmp_path):
     code = build_parser().parse_args(["train", *tiny(data, tmp_path / "ck", "--max_steps", "2")])
     assert code.func(code) == 0
     assert (tmp_path / "ck" / "run" / "latest_net_G.pt").exists()
+
+
+def test_resume_needs_only_the_name_and_applies_new_optimisation_options(data, tmp_path):
+    train(tiny(data, tmp_path / "a", "--max_steps", "8", "--seed", "3"))
+    train(tiny(data, tmp_path / "b", "--max_steps", "4", "--seed", "3"))
+    short = ["--dataroot", str(data), "--name", "run", "--checkpoints_dir", str(tmp_path / "b"), "--continue_train",
+             "--n_epochs", "2", "--n_epochs_decay", "2", "--num_val", "0", "--no_progress", "--max_steps", "8"]
+    resumed = train(short)  # architecture, data options and seed come from the checkpoint
+    assert resumed["step"] == 8
+    assert_same_training_state(state(tmp_path / "a" / "run"), state(tmp_path / "b" / "run"))
+    assert json.loads((tmp_path / "b" / "run" / "opt.json").read_text())["ngf"] == 4
+    # optimisation options given on resume apply from there on, and the log says so
+    longer = train(short[:-1] + ["12", "--lr", "1e-4", "--n_epochs", "3"])
+    assert longer["step"] == 12
+    latest = state(tmp_path / "b" / "run")
+    assert latest["options"]["lr"] == 1e-4 and latest["optimizer_G"]["param_groups"][0]["lr"] == pytest.approx(1e-4)
+    records = [json.loads(line) for line in (tmp_path / "b" / "run" / "loss_log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records if r["type"] == "resume"] == [2e-4, 1e-4]
+
+
+def test_sigterm_saves_a_checkpoint_and_exits_143(data, tmp_path, capsys):
+    import os
+    import signal
+
+    def terminate(step, losses):
+        if step == 3:
+            os.kill(os.getpid(), signal.SIGTERM)  # what `timeout`, a cluster scheduler or a container stop sends
+
+    result = train(tiny(data, tmp_path / "b", "--max_steps", "7"), on_step=terminate)
+    assert result["status"] == "interrupted" and result["exit_code"] == 143 and result["step"] == 3
+    assert "SIGTERM" in capsys.readouterr().out
+    train(tiny(data, tmp_path / "b", "--max_steps", "7", "--continue_train"))
+    train(tiny(data, tmp_path / "a", "--max_steps", "7"))
+    assert_same_training_state(state(tmp_path / "a" / "run"), state(tmp_path / "b" / "run"))
+
+
+def test_the_fast_settings_are_printed_and_can_be_switched_off(data, tmp_path, capsys):
+    train(tiny(data, tmp_path / "ck", "--max_steps", "1", "--plain"))
+    assert "float32, NCHW, plain Adam" in capsys.readouterr().out
+    opts = parse(tiny(data, tmp_path / "ck", "--amp", "off", "--no_channels_last"))
+    assert opts["amp"] == "off" and opts["channels_last"] is False
+    assert parse(tiny(data, tmp_path / "ck"))["amp"] == "auto"  # the fast default
+
+
+def test_p2p_train_with_the_course_settings_is_the_lessons_loop_weight_for_weight(tmp_path, monkeypatch):
+    from p2p_lib import facades_dir
+    from p2p_lib.train import COURSE_CONFIG, train_course_model
+    monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
+    config = {**COURSE_CONFIG, "num_val": 2, "snapshots": 1}
+    names = ("direction", "load_size", "crop_size", "netG", "ngf", "netD", "ndf", "norm", "gan_mode", "lambda_L1",
+             "lr", "beta1", "batch_size", "n_epochs", "n_epochs_decay", "lr_policy", "seed")
+    argv = ["--dataroot", str(facades_dir()), "--name", "same", "--checkpoints_dir", str(tmp_path / "ck"),
+            "--max_steps", "3", "--num_val", "0", "--no_progress", "--amp", "off", "--no_channels_last",
+            *[f"--{name}={config[name]}" for name in names]]
+    assert train(argv)["step"] == 3
+    from_command = load_checkpoint(tmp_path / "ck" / "same" / "latest_state.pt")
+    from_lesson = train_course_model(config, device="cpu", verbose=False, max_steps=3)
+    for name, net in (("G", from_lesson["G"]), ("D", from_lesson["D"])):
+        for key, value in net.state_dict().items():
+            assert torch.equal(value, from_command[name][key]), f"{name}.{key} differs"

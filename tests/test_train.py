@@ -3,6 +3,7 @@ the loop, the tensor cache, validation, and the cached course model."""
 import copy
 import math
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,9 +15,10 @@ from p2p_lib.checkpoint import load_generator
 from p2p_lib.data import PairedImageDataset, to_tensor, transform_image
 from p2p_lib.losses import GANLoss
 from p2p_lib.patchgan import PatchDiscriminator
-from p2p_lib.train import (COURSE_CONFIG, PairCache, course_model, course_model_path, fit, image_grid,
-                           l1_and_psnr, lr_factor, make_optimizers, make_scheduler, pick_device, set_requires_grad,
-                           train_step, translate_batch, val_tensors)
+from p2p_lib.train import (COURSE_CONFIG, Hooks, SeededPairs, TrainingDiverged, TrainingRun, build_training,
+                           course_model, course_model_path, epoch_batches, epoch_keys, fit, image_grid, l1_and_psnr,
+                           lr_factor, make_optimizers, make_scheduler, pick_device, set_requires_grad,
+                           steps_per_epoch, train_step, translate_batch, val_tensors)
 from p2p_lib.unet import UNetGenerator
 
 
@@ -131,10 +133,19 @@ def test_the_g_step_leaves_no_gradient_in_d_and_the_d_step_none_in_g():
     assert all(torch.equal(a, b) for a, b in zip(seen["D grads after D's backward"], seen["D grads at G's step"]))
 
 
-def test_mixed_precision_step_runs_on_the_cpu():
+def test_mixed_precision_step_really_runs_in_bfloat16_on_the_cpu():
     G, D = tiny_nets()
     opt_G, opt_D = make_optimizers(G, D)
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o.dtype)) for m in G.modules()
+             if isinstance(m, torch.nn.Conv2d)]
     losses = train_step(G, D, opt_G, opt_D, *pair(), GANLoss(), amp_dtype=torch.bfloat16)
+    assert seen and all(dtype == torch.bfloat16 for dtype in seen)  # autocast is on: the activations are bf16
+    seen.clear()
+    train_step(G, D, opt_G, opt_D, *pair(), GANLoss())
+    assert seen and all(dtype == torch.float32 for dtype in seen)  # and off by default
+    for h in hooks:
+        h.remove()
     assert all(torch.isfinite(v) for v in losses.values())
     assert all(p.dtype == torch.float32 for p in G.parameters())  # the weights stay in float32
 
@@ -175,53 +186,79 @@ def test_the_learning_rate_schedule():
     assert opt.param_groups[0]["lr"] == pytest.approx(2 / 4)
 
 
-def test_fit_is_seeded_and_overfits_one_pair():
-    y, x = torch.meshgrid(torch.linspace(-1, 1, 32), torch.linspace(-1, 1, 32), indexing="ij")
-    A, B = torch.stack([x, y, x * y])[None], torch.stack([y, -x, (x + y) / 2])[None]
+class Recorder(Hooks):
+    def __init__(self, stop_at=None):
+        self.steps, self.epochs, self.l1, self.stop_at = [], [], [], stop_at
 
-    def run(steps):
-        torch.manual_seed(3)
-        G, D = UNetGenerator(num_downs=5, ngf=8), PatchDiscriminator(6, ndf=4, n_layers=2)
-        opt_G, opt_D = make_optimizers(G, D, lr=1e-3)  # a faster rate than the paper's, for a short test
-        calls = []
-        history = fit(G, D, iter(lambda: (A, B), None), steps, opt_G, opt_D, GANLoss(),
-                      callback=lambda step, losses: calls.append(step))
-        return history, calls, G
+    def after_step(self, run, losses):
+        self.steps.append((run.epoch, run.epoch_iter, run.step))
+        self.l1.append(losses["G_L1"].item())
+        return run.step == self.stop_at
 
-    history, calls, G = run(40)
-    assert calls == list(range(1, 41))
-    assert set(history) == {"G_GAN", "G_L1", "D_real", "D_fake"} and all(len(v) == 40 for v in history.values())
-    assert history["G_L1"][-1] < 0.5 * history["G_L1"][0]
-    again, _, G_again = run(40)
-    assert again == history
-    assert all(torch.equal(a, b) for a, b in zip(G.state_dict().values(), G_again.state_dict().values()))
+    def after_epoch(self, run, epoch):
+        self.epochs.append((epoch, run.epoch, run.epoch_iter, run.opt_G.param_groups[0]["lr"]))
 
 
-def test_pair_cache_is_the_dataset_jitter_on_tensors(tmp_path):
-    root = make_pairs(tmp_path / "pairs", size=80)
-    cache = PairCache(root, "train", direction="BtoA", load_size=72)
-    dataset = PairedImageDataset(root, "train", direction="BtoA", load_size=72, crop_size=64)
-    assert len(cache) == len(dataset) == 5 and cache.A.dtype == torch.uint8 and cache.A.shape == (5, 3, 72, 72)
-    options = dict(preprocess="resize_and_crop", load_size=72, crop_size=64)
-    for index, x, y, flip in [(0, 0, 0, False), (1, 8, 3, True), (4, 5, 8, False), (2, 8, 8, True)]:
-        a_img, b_img, _, _ = dataset.load_sides(index)
-        params = {"crop_pos": (x, y), "flip": flip}
-        A, B = cache.crop([index], 64, [x], [y], [flip])
-        assert torch.equal(A[0], to_tensor(transform_image(a_img, params, **options)))
-        assert torch.equal(B[0], to_tensor(transform_image(b_img, params, **options)))
-    # random jitter: both sides cropped and flipped alike (here A and B are the same picture)
-    cache = PairCache(make_pairs(tmp_path / "same", size=80, same=True), "train", load_size=72)
-    g = torch.Generator().manual_seed(0)
-    corners = set()
-    for _ in range(30):
-        A, B = cache.batch([0, 1, 2], 64, generator=g)
-        assert A.shape == (3, 3, 64, 64)
-        assert torch.equal(A, B)
-        corners.add(tuple(A[0, :, 0, 0].tolist()))
-    assert len(corners) > 5  # the crops move
-    A1, _ = cache.batch([3], 64, no_flip=True, generator=torch.Generator().manual_seed(5))
-    A2, _ = cache.batch([3], 64, no_flip=True, generator=torch.Generator().manual_seed(5))
-    assert torch.equal(A1, A2)
+def tiny_run(seed=3, lr=1e-3):
+    torch.manual_seed(seed)
+    G, D = UNetGenerator(num_downs=5, ngf=8), PatchDiscriminator(6, ndf=4, n_layers=2)
+    opt_G, opt_D = make_optimizers(G, D, lr=lr)  # a faster rate than the paper's, for a short test
+    return TrainingRun(G, D, opt_G, opt_D, [make_scheduler(o, 20, 20) for o in (opt_G, opt_D)], GANLoss())
+
+
+def test_fit_is_seeded_steps_the_schedule_per_epoch_and_overfits_one_pair(tmp_path):
+    one = SeededPairs(PairedImageDataset(make_pairs(tmp_path / "one", counts=(("train", 1),), size=32), "train",
+                                         load_size=32, crop_size=32, no_flip=True))
+    run, hooks = tiny_run(), Recorder()
+    assert fit(run, one, n_epochs=20, n_epochs_decay=20, hooks=[hooks]) == "done"
+    assert [s[2] for s in hooks.steps] == list(range(1, 41)) and run.step == 40 and run.epoch == 41
+    assert hooks.epochs[0] == (1, 2, 0, 1e-3)  # after epoch 1 the run stands at epoch 2, iteration 0
+    assert hooks.epochs[20][3] == pytest.approx(1e-3 * 19 / 21)  # lr for epoch 22: the linear decay, per epoch
+    assert hooks.l1[-1] < 0.7 * hooks.l1[0]  # it learns the pair
+    again = tiny_run()
+    fit(again, one, n_epochs=20, n_epochs_decay=20)
+    assert all(torch.equal(a, b) for a, b in zip(run.G.state_dict().values(), again.G.state_dict().values()))
+
+
+def test_fit_stops_when_asked_at_max_steps_and_on_nan(tmp_path):
+    pairs = SeededPairs(PairedImageDataset(make_pairs(tmp_path / "p", size=40), "train", load_size=40, crop_size=32))
+    run, hooks = tiny_run(), Recorder(stop_at=3)
+    assert fit(run, pairs, 2, 2, hooks=[hooks]) == "stopped" and run.step == 3
+    assert fit(run, pairs, 2, 2, max_steps=7) == "max_steps" and (run.step, run.epoch, run.epoch_iter) == (7, 2, 2)
+    run = tiny_run(lr=1e30)  # D's first update makes G's adversarial loss infinite
+    with pytest.raises(TrainingDiverged, match="iteration 1"):
+        fit(run, pairs, 2, 2)
+
+
+def test_seeded_pairs_and_epoch_batches(tmp_path):
+    pairs = SeededPairs(PairedImageDataset(make_pairs(tmp_path / "p", counts=(("train", 7),), size=48), "train",
+                                           load_size=48, crop_size=32), seed=5)
+    rng = torch.get_rng_state()
+    assert torch.equal(pairs[(2, 4)]["A"], pairs[(2, 4)]["A"])  # the jitter depends on (seed, epoch, index) only
+    assert torch.equal(rng, torch.get_rng_state())  # and draws nothing from the global generator
+    assert any(not torch.equal(pairs[(e, 4)]["A"], pairs[(2, 4)]["A"]) for e in (3, 4, 5))
+    order = [i for _, i in epoch_keys(pairs, 1)]
+    assert sorted(order) == list(range(7)) and order != [i for _, i in epoch_keys(pairs, 2)]
+    shards = [[i for _, i in epoch_keys(pairs, 1, rank=r, world=2)] for r in (0, 1)]
+    assert set(shards[0] + shards[1]) == set(range(7)) and len(shards[0]) == len(shards[1]) == 4  # padded to 8
+    assert len(set(shards[0]) & set(shards[1])) <= 1  # disjoint but for the one pair repeated as padding
+    batches = list(epoch_batches(pairs, 1, batch_size=3))
+    assert [b[0].shape[0] for b in batches] == [3, 3, 1] and steps_per_epoch(pairs, 3) == 3
+    skipped = list(epoch_batches(pairs, 1, batch_size=3, skip_batches=1))
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(batches[1:], skipped))  # resuming skips what was done
+    A, _ = next(epoch_batches(pairs, 1, channels_last=True))
+    assert A.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_build_training_is_seeded_and_follows_the_options():
+    options = {"netG": "unet_128", "ngf": 4, "ndf": 4, "lr": 1e-3, "beta1": 0.9, "n_epochs": 1, "n_epochs_decay": 1,
+               "seed": 7}
+    a, b = build_training(options, "cpu"), build_training(options, "cpu")
+    assert all(torch.equal(x, y) for x, y in zip(a.G.state_dict().values(), b.G.state_dict().values()))
+    assert a.opt_G.param_groups[0]["betas"] == (0.9, 0.999) and a.opt_D.param_groups[0]["lr"] == 1e-3
+    assert a.G.num_downs == 7 and a.epoch == 1 and a.step == 0
+    c = build_training({**options, "seed": 8}, "cpu")
+    assert not torch.equal(next(iter(a.G.parameters())), next(iter(c.G.parameters())))
 
 
 def test_translate_batch_is_the_papers_test_mode_and_changes_nothing():
@@ -251,8 +288,8 @@ def test_l1_and_psnr():
     assert scores["L1"] == 0 and math.isinf(scores["PSNR"])
     shifted = torch.full((1, 3, 4, 4), 0.2), torch.zeros(1, 3, 4, 4)
     scores = l1_and_psnr(*shifted)
-    assert scores["L1"] == pytest.approx(0.2) and scores["PSNR"] == pytest.approx(20.0)  # 0.1 on [0, 1]
-    assert l1_and_psnr(fake, real)["L1"] <= 0.2 + 1e-6
+    assert scores["L1"] == pytest.approx(0.1) and scores["PSNR"] == pytest.approx(20.0)  # 0.2 on [-1, 1] is 0.1 on [0, 1]
+    assert l1_and_psnr(fake, real)["L1"] <= 0.1 + 1e-6
 
 
 def test_image_grid_puts_examples_in_rows_and_columns_side_by_side():
@@ -268,14 +305,23 @@ def test_course_model_is_cached_by_config(tmp_path, monkeypatch):
     monkeypatch.setenv("P2P_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
     config = {**COURSE_CONFIG, "dataset": "tiny", "load_size": 136, "crop_size": 128, "ngf": 4, "ndf": 4,
-              "steps": 4, "decay_steps": 2, "num_val": 2, "snapshots": 1, "snapshot_steps": [2]}
+              "n_epochs": 1, "n_epochs_decay": 1, "num_val": 2, "snapshots": 1, "snapshot_steps": [2]}
     path = course_model_path(config)
     assert path.parent == tmp_path / "cache" / "course_model"
-    assert course_model_path({**config, "steps": 5}) != path  # another config, another file
+    assert course_model_path({**config, "n_epochs": 2}) != path  # another config, another file
+    import p2p_lib
+    train_py = Path(p2p_lib.__file__).parent / "train.py"
+    original = train_py.read_bytes()
+    try:  # the training code is part of the key: a changed step never hands back a stale model
+        train_py.write_bytes(original + b"\n# changed\n")
+        assert course_model_path(config) != path
+    finally:
+        train_py.write_bytes(original)
+    assert course_model_path(config) == path
     first = course_model(device="cpu", verbose=False, config=config)
     assert path.exists() and first["path"] == path
-    assert [s["step"] for s in first["snapshots"]] == [0, 2, 4]
-    assert all(len(v) == 4 for v in first["history"].values())
+    assert [s["step"] for s in first["snapshots"]] == [0, 2, 6] and first["steps"] == 6  # 3 pairs, 2 epochs
+    assert all(len(v) == 6 for v in first["history"].values())
     assert set(first["val"]) == {"L1", "PSNR"} and first["G"].training
     assert list(path.parent.iterdir()) == [path]  # written atomically: no temporary file left
 
