@@ -14,16 +14,25 @@ Every .pt file is a dict:
                        direction, load_size, crop_size, preprocess (the `p2p train` options)
     "G": the generator's state_dict
     train_state only:  "D", "optimizer_G", "optimizer_D", "scheduler_G", "scheduler_D",
-                       "epoch" (the epoch of the last step), "epoch_iter" (iterations done in it),
-                       "epoch_complete" (its end-of-epoch work is done), "step" (iterations in all),
-                       "rng" (Python, NumPy, torch and CUDA generator states), "scaler" (or None)
+                       "epoch" (the epoch in progress: once an epoch ends, already the next one),
+                       "epoch_iter" (iterations done in it), "step" (iterations in all),
+                       "rng" (Python, NumPy, torch and CUDA generator states), "scaler" (or None);
+                       files of older versions also hold "epoch_complete", and their "epoch" is
+                       the epoch of the last step (complete once its end-of-epoch work is done)
+
+The model file to share (written by p2p_lib.modelfile.save_model_file) is one .safetensors file:
+tensors only (the format cannot hold code), the generator's state dict under "G.", the
+discriminator's under "D." (optional), and str -> str metadata: "format": "p2p_lib-model",
+"version": "1", "options" (JSON: the architecture and data options) and "card" (JSON, free-form).
+`read_model_file` below reads it, so that `load_generator` takes all three kinds of file.
 
 Files are written atomically (a temporary file in the same folder, then os.replace) and read with
-`torch.load(weights_only=True)`: a file that would need to unpickle arbitrary Python objects is
-refused (CheckpointError), so loading a checkpoint from the internet cannot run code.
+`torch.load(weights_only=True)` or safetensors: a file that would need to unpickle arbitrary Python
+objects is refused (CheckpointError), so loading a checkpoint from the internet cannot run code.
 
 Public API: CheckpointError, save_checkpoint, load_checkpoint, build_generator, load_generator,
-generator_checkpoint, load_state_dict_strict, NETG_NUM_DOWNS, state_path, generator_path.
+generator_checkpoint, load_state_dict_strict, read_model_file, is_model_file, require_options, write_atomically,
+generator_candidates, NETG_NUM_DOWNS, state_path, generator_path.
 """
 from __future__ import annotations
 
@@ -32,26 +41,33 @@ import math
 import os
 import pickle
 import tempfile
+import warnings
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import torch
+from safetensors import safe_open
 from torch import nn
 
+# One-way imports: networks and official depend on neither this module nor p2p_lib.modelfile.
+from p2p_lib.networks import GENERATOR_OPTIONS, NETG_NUM_DOWNS, NetworkOptionError, define_G
+from p2p_lib.official import generator_from_official_state_dict, is_official_unet_state_dict
 from p2p_lib.unet import UNetGenerator
 
 FORMAT = "p2p_lib"
 VERSION = 1
 KINDS = ("train_state", "generator")
-# The official generator names, and the number of stride-2 levels each has (2**n = the smallest input size).
-NETG_NUM_DOWNS = {"unet_128": 7, "unet_256": 8}
-# The options that decide the generator's shape: a checkpoint must carry them.
-GENERATOR_OPTIONS = ("netG", "ngf", "norm", "no_dropout", "input_nc", "output_nc")
+MODEL_FORMAT = "p2p_lib-model"  # the .safetensors model file; metadata values are strings
+MODEL_VERSION = "1"
+# NETG_NUM_DOWNS and GENERATOR_OPTIONS live in p2p_lib.networks; they stay importable from here for older callers.
 
-__all__ = ["CheckpointError", "FORMAT", "VERSION", "NETG_NUM_DOWNS", "GENERATOR_OPTIONS", "save_checkpoint",
-           "load_checkpoint", "build_generator", "load_generator", "generator_checkpoint",
-           "load_state_dict_strict", "state_path", "generator_path", "jsonable_options"]
+__all__ = ["CheckpointError", "FORMAT", "VERSION", "MODEL_FORMAT", "MODEL_VERSION", "NETG_NUM_DOWNS",
+           "GENERATOR_OPTIONS", "save_checkpoint", "load_checkpoint", "build_generator", "load_generator",
+           "generator_checkpoint", "load_state_dict_strict", "read_model_file", "is_model_file", "write_atomically",
+           "generator_candidates", "require_options", "state_path", "generator_path", "jsonable_options"]
 
 
 class CheckpointError(ValueError):
@@ -66,6 +82,11 @@ def state_path(run_dir: str | os.PathLike, epoch: int | str = "latest") -> Path:
 def generator_path(run_dir: str | os.PathLike, epoch: int | str = "latest") -> Path:
     "CHECKPOINTS_DIR/NAME/{epoch}_net_G.pt"
     return Path(run_dir) / f"{epoch}_net_G.pt"
+
+
+def generator_candidates(run_dir: str | os.PathLike, epoch: int | str = "latest") -> list[Path]:
+    "Where a run folder may keep epoch `epoch`'s generator, in the order they are tried."
+    return [generator_path(run_dir, epoch), state_path(run_dir, epoch), Path(run_dir) / f"{epoch}_net_G.pth"]
 
 
 def jsonable_options(options: dict) -> dict:
@@ -86,17 +107,18 @@ def jsonable_options(options: dict) -> dict:
     return out
 
 
-def save_checkpoint(path: str | os.PathLike, obj: dict) -> Path:
-    """Write `obj` with torch.save, atomically: a reader (or a crash) never sees half a file.
+def write_atomically(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
+    """Create `path` with write(binary file), atomically: a reader (or a crash) never sees half a file.
 
-    The data goes to a temporary file in the same folder, is flushed to disk, and then replaces
-    `path` in one step (os.replace), so an interrupted save leaves the previous checkpoint intact."""
+    The data goes to a temporary file in the same folder (os.replace is atomic only within one file
+    system), is flushed to disk, and then replaces `path` in one step, so an interrupted save leaves
+    the previous file intact and no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
+            write(fh)
             fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)
@@ -107,6 +129,12 @@ def save_checkpoint(path: str | os.PathLike, obj: dict) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def save_checkpoint(path: str | os.PathLike, obj: dict) -> Path:
+    """Write `obj` with torch.save, atomically (see write_atomically): an interrupted save leaves the
+    previous checkpoint intact."""
+    return write_atomically(path, lambda fh: torch.save(obj, fh))
 
 
 def _unpickler_reason(text: str) -> str:
@@ -127,6 +155,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", kind: st
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    if is_model_file(path):
+        raise CheckpointError(f"{path} is a .safetensors model file, not a torch checkpoint: read it with "
+                              "load_generator or p2p_lib.modelfile.load_model_file")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -163,15 +194,99 @@ def load_checkpoint(path: str | os.PathLike, map_location: Any = "cpu", kind: st
     return obj
 
 
+def is_model_file(path: str | os.PathLike) -> bool:
+    """Whether the file starts like a safetensors file: an 8-byte little-endian header length that fits
+    the file, then the JSON header's '{'. Torch files start with a zip or pickle signature instead."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as fh:
+            start = fh.read(9)
+        size = path.stat().st_size
+    except OSError:
+        return False
+    if len(start) < 9:
+        return False
+    header_length = int.from_bytes(start[:8], "little")
+    return 2 <= header_length <= size - 8 and start[8:9] == b"{"
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, str], dict[str, torch.Tensor]]:
+    "(metadata, tensors) of a safetensors file, or CheckpointError for a file that is not one (or is cut short)."
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as fh:
+            metadata = fh.metadata() or {}
+            tensors = {key: fh.get_tensor(key) for key in fh.keys()}
+    except (safetensors.SafetensorError, OSError) as err:
+        raise CheckpointError(f"{path} ({path.stat().st_size} bytes) is not a readable safetensors file: "
+                              f"not one, or truncated? ({err})") from None
+    return metadata, tensors
+
+
+def _json_metadata(path: Path, metadata: dict[str, str], key: str) -> dict:
+    try:
+        value = json.loads(metadata[key])
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{path}: the model file's {key!r} metadata is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: the model file's {key!r} metadata is a {type(value).__name__}, not a JSON object")
+    return value
+
+
+def require_options(path, options: dict, keys, what: str = "the generator") -> None:
+    "CheckpointError naming the options a file lacks to rebuild `what`."
+    missing = [k for k in keys if k not in options]
+    if missing:
+        raise CheckpointError(f"{path}: the checkpoint's options lack {missing}, needed to rebuild {what}")
+
+
+def _split_networks(path: Path, tensors: dict[str, torch.Tensor]) -> dict[str, dict | None]:
+    "The state dicts stored under 'G.' and 'D.', as float32 (the file may hold half precision)."
+    stray = [k for k in tensors if not k.startswith(("G.", "D."))]
+    if stray:
+        raise CheckpointError(f"{path}: tensors outside 'G.' and 'D.' in a p2p_lib model file: {stray[:5]}")
+    nets = {}
+    for prefix in ("G", "D"):
+        # Networks compute in float32 here (the CPU has no fast float16); integer counters stay as stored.
+        nets[prefix] = {k[2:]: v.float() if v.is_floating_point() else v
+                        for k, v in tensors.items() if k.startswith(prefix + ".")} or None
+    if nets["G"] is None:
+        raise CheckpointError(f"{path}: the model file holds no generator (no 'G.' tensors)")
+    return nets
+
+
+def read_model_file(path: str | os.PathLike) -> dict:
+    """Read a p2p_lib .safetensors model file: {"format": MODEL_FORMAT, "version", "options", "card",
+    "G": state dict, "D": state dict or None}, float tensors as float32, on the CPU. Never runs code
+    (safetensors holds tensors and strings only); CheckpointError says what is wrong with a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no model file at {path}")
+    metadata, tensors = _read_safetensors(path)
+    if metadata.get("format") != MODEL_FORMAT:
+        found = f"format={metadata['format']!r}" if "format" in metadata else "no 'format' metadata"
+        raise CheckpointError(f"{path} is a safetensors file, but not a p2p_lib model file ({found}; "
+                              f"expected format={MODEL_FORMAT!r})")
+    if metadata.get("version") != MODEL_VERSION:
+        raise CheckpointError(f"{path} is a p2p_lib model file of version {metadata.get('version')!r}; "
+                              f"this p2p_lib reads version {MODEL_VERSION}")
+    if "options" not in metadata:
+        raise CheckpointError(f"{path}: the model file has no 'options' metadata: the architecture is unknown")
+    options = _json_metadata(path, metadata, "options")
+    require_options(path, options, GENERATOR_OPTIONS)
+    card = _json_metadata(path, metadata, "card") if "card" in metadata else {}
+    return {"format": MODEL_FORMAT, "version": MODEL_VERSION, "options": options, "card": card,
+            **_split_networks(path, tensors)}
+
+
 def build_generator(options: dict) -> UNetGenerator:
-    """The generator the options describe: netG (unet_256 | unet_128), ngf, norm, no_dropout, input_nc, output_nc."""
-    net = options.get("netG", "unet_256")
-    if net not in NETG_NUM_DOWNS:
-        raise CheckpointError(f"unknown generator {net!r}: this library has {sorted(NETG_NUM_DOWNS)} "
-                              f"(the official resnet_* generators are not part of pix2pix)")
-    return UNetGenerator(input_nc=int(options.get("input_nc", 3)), output_nc=int(options.get("output_nc", 3)),
-                         num_downs=NETG_NUM_DOWNS[net], ngf=int(options.get("ngf", 64)),
-                         norm=options.get("norm", "batch"), use_dropout=not options.get("no_dropout", False))
+    """The generator the options describe (netG unet_256 | unet_128, ngf, norm, no_dropout, input_nc,
+    output_nc), built by p2p_lib.networks.define_G without a second initialisation (weights come next)."""
+    try:
+        return define_G(options, init=False)
+    except NetworkOptionError as err:
+        raise CheckpointError(str(err)) from None
+    except ValueError as err:  # a layer refusing its arguments, e.g. an unknown norm
+        raise CheckpointError(f"cannot build the generator these options describe: {err}") from None
 
 
 def load_state_dict_strict(module: nn.Module, state_dict: dict, what: str = "network") -> None:
@@ -204,14 +319,9 @@ def _to(G: nn.Module, map_location: Any) -> nn.Module:
     return G.to(map_location) if isinstance(map_location, (str, torch.device)) else G
 
 
-def _looks_official(state_dict: dict) -> bool:
-    return bool(state_dict) and all(isinstance(v, torch.Tensor) for v in state_dict.values()) and \
-        any(k.startswith(("model.", "module.model.")) for k in state_dict)
-
-
 def _find_file(source: Path, epoch: int | str, name: str | None) -> Path:
     folder = source / name if name else source
-    candidates = [generator_path(folder, epoch), state_path(folder, epoch), folder / f"{epoch}_net_G.pth"]
+    candidates = generator_candidates(folder, epoch)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -221,31 +331,76 @@ def _find_file(source: Path, epoch: int | str, name: str | None) -> Path:
     raise CheckpointError(f"no generator checkpoint for epoch {epoch!r} in {folder}{hint}; looked for:\n  {listed}")
 
 
+def _read_generator_file(path: Path, map_location: Any) -> dict:
+    "A .safetensors model file (by extension or by its header) or a torch file, read safely."
+    if path.suffix.lower() == ".safetensors" or is_model_file(path):
+        return read_model_file(path)
+    return load_checkpoint(path, map_location=map_location)
+
+
+def _from_our_checkpoint(obj: dict, path: Path, overrides: dict, warn: Callable[[str], None]):
+    "(G, options) from a p2p_lib .pt or .safetensors file, the overrides replacing its options."
+    saved = dict(obj["options"])
+    for key, value in overrides.items():
+        # Test time resizes to the crop size (the official TestOptions): a load_size unlike training's is no news.
+        if key in saved and saved[key] != value and key != "load_size":
+            warn(f"--{key} {value} overrides the checkpoint's {key}={saved[key]!r}")
+    options = {**saved, **overrides}
+    require_options(path, options, GENERATOR_OPTIONS)
+    G = build_generator(options)
+    load_state_dict_strict(G, obj["G"], what=f"generator (G in {path.name})")
+    return G, options
+
+
+def _from_official_state_dict(obj: dict, overrides: dict, warn: Callable[[str], None]):
+    "(G, options) from an official latest_net_G.pth; architecture overrides rebuild it (or fail clearly)."
+    G, found = generator_from_official_state_dict(obj)
+    architecture = {k: v for k, v in overrides.items() if k in GENERATOR_OPTIONS}
+    for key, value in architecture.items():
+        if key in found and found[key] != value:
+            warn(f"--{key} {value} overrides {key}={found[key]!r} (what the official checkpoint implies)")
+    if architecture:
+        G, found = generator_from_official_state_dict(obj, architecture)
+    return G, {**found, **overrides}
+
+
+def _warn_caller(message: str) -> None:
+    # stacklevel 4: past this function, the _from_* helper and load_generator, to the line that called it.
+    warnings.warn(message, stacklevel=4)
+
+
+def _not_a_generator(path: Path, obj: dict) -> CheckpointError:
+    keys = list(obj)[:5]
+    official_like = any(isinstance(k, str) and k.startswith(("model.", "module.model.")) for k in obj)
+    hint = " (official-style names, but no U-Net generator: a discriminator or a ResnetGenerator?)" if official_like else ""
+    return CheckpointError(f"{path} is neither a p2p_lib checkpoint nor an official pix2pix generator "
+                           f"state dict{hint} (first keys: {keys})")
+
+
 def load_generator(source: str | os.PathLike, epoch: int | str = "latest", name: str | None = None,
-                   map_location: Any = "cpu") -> tuple[UNetGenerator, dict]:
+                   map_location: Any = "cpu", overrides: dict | None = None,
+                   warn: Callable[[str], None] | None = None) -> tuple[UNetGenerator, dict]:
     """Rebuild a trained generator from a checkpoint; returns (G, options).
 
-    `source` is a checkpoint file (.pt of p2p_lib, or an official .pth state dict), or a folder:
-    CHECKPOINTS_DIR with `name`, or the run folder itself. In a folder it looks for
-    {epoch}_net_G.pt, then {epoch}_state.pt, then the official {epoch}_net_G.pth.
-    G comes back as built (train mode) on `map_location`."""
+    `source` is a file: a p2p_lib .pt (generator or training state), a p2p_lib .safetensors model file
+    (recognised by extension or header) or an official .pth state dict; or a folder: CHECKPOINTS_DIR
+    with `name`, or the run folder itself, where it looks for {epoch}_net_G.pt, then {epoch}_state.pt,
+    then the official {epoch}_net_G.pth.
+    `overrides` (e.g. options given on a command line; None values are ignored) replace the file's
+    options, and each disagreement is reported with `warn` (default: warnings.warn); architecture
+    overrides that do not fit the weights fail with a CheckpointError naming the mismatch.
+    G comes back as built (train mode) on `map_location`, in float32."""
     source = Path(source)
     if not source.exists():
         raise CheckpointError(f"no checkpoint file or folder at {source}")
     path = _find_file(source, epoch, name) if source.is_dir() else source
-    obj = load_checkpoint(path, map_location=map_location)
-    if obj.get("format") == FORMAT:
-        options = dict(obj["options"])
-        missing = [k for k in GENERATOR_OPTIONS if k not in options]
-        if missing:
-            raise CheckpointError(f"{path}: the checkpoint's options lack {missing}, needed to rebuild the generator")
-        G = build_generator(options)
-        load_state_dict_strict(G, obj["G"], what=f"generator (G in {path.name})")
-        return _to(G, map_location), options
-    if _looks_official(obj):
-        from p2p_lib.official import generator_from_official_state_dict  # written alongside lesson 07
-        G, options = generator_from_official_state_dict(obj, options=None)
-        return _to(G, map_location), options
-    keys = list(obj)[:5]
-    raise CheckpointError(f"{path} is neither a p2p_lib checkpoint nor an official pix2pix generator "
-                          f"state dict (first keys: {keys})")
+    given = {k: v for k, v in (overrides or {}).items() if v is not None}
+    warn = warn or _warn_caller
+    obj = _read_generator_file(path, map_location)
+    if obj.get("format") in (FORMAT, MODEL_FORMAT):
+        G, options = _from_our_checkpoint(obj, path, given, warn)
+    elif is_official_unet_state_dict(obj):
+        G, options = _from_official_state_dict(obj, given, warn)
+    else:
+        raise _not_a_generator(path, obj)
+    return _to(G, map_location), options

@@ -6,7 +6,8 @@ p2p test       a split with targets: per sample the input, output and target ima
 p2p translate  files or folders of inputs, no targets: one output image per input, at the input's size.
 
 The generator comes from CHECKPOINTS_DIR/NAME/EPOCH_net_G.pt (or EPOCH_state.pt, or the official
-EPOCH_net_G.pth), or from --checkpoint FILE. Its architecture and data options come from the
+EPOCH_net_G.pth), or from --checkpoint FILE (any of those, or a .safetensors model file), through
+p2p_lib.checkpoint.load_generator. Its architecture and data options come from the
 checkpoint; flags given explicitly override them, with a warning when they disagree.
 """
 from __future__ import annotations
@@ -21,15 +22,13 @@ from pathlib import Path
 
 import torch
 
-from p2p_lib.checkpoint import (FORMAT, CheckpointError, build_generator, generator_path, load_checkpoint,
-                                load_state_dict_strict, state_path)
+from p2p_lib.checkpoint import CheckpointError, generator_candidates, load_generator
 from p2p_lib.data import PairedDataError, PairedImageDataset
 from p2p_lib.inference import evaluate_generator, image_files, to_pil, translate
-from p2p_lib.official import generator_from_official_state_dict, is_official_unet_state_dict
+from p2p_lib.networks import GENERATOR_OPTIONS
 
-__all__ = ["register_cli", "checkpoint_file", "load_generator_for_inference", "run_test", "run_translate"]
+__all__ = ["register_cli", "checkpoint_file", "run_test", "run_translate"]
 
-ARCHITECTURE_OPTIONS = ("netG", "ngf", "norm", "no_dropout", "input_nc", "output_nc")
 DATA_OPTIONS = ("direction", "crop_size", "preprocess")
 # Official test.py options that change nothing here: accepted, with a one-line notice.
 OFFICIAL_VALUED = ("display_winsize", "aspect_ratio", "num_threads", "batch_size", "suffix",
@@ -49,7 +48,7 @@ def _warn(message: str) -> None:
 def checkpoint_file(checkpoints_dir, name: str, epoch="latest") -> Path:
     """CHECKPOINTS_DIR/NAME/EPOCH_net_G.pt, else EPOCH_state.pt, else the official EPOCH_net_G.pth."""
     folder = Path(checkpoints_dir) / name
-    candidates = [generator_path(folder, epoch), state_path(folder, epoch), folder / f"{epoch}_net_G.pth"]
+    candidates = generator_candidates(folder, epoch)
     for candidate in candidates:
         if candidate.is_file():
             return candidate
@@ -64,35 +63,6 @@ def checkpoint_file(checkpoints_dir, name: str, epoch="latest") -> Path:
         hint = f"\nruns in {checkpoints_dir}: {', '.join(runs) or 'none'} (choose one with --name)"
     raise CheckpointError(f"no generator checkpoint for --name {name} --epoch {epoch}; looked for:\n  {looked}{hint}\n"
                           "(or give a file with --checkpoint)")
-
-
-def load_generator_for_inference(path, overrides: dict | None = None, map_location="cpu") -> tuple[torch.nn.Module, dict]:
-    """(G, options) from a p2p_lib checkpoint (generator or training state) or an official state dict.
-    `overrides` (options given on the command line; None values are ignored) replace the checkpoint's,
-    each disagreement with a warning; architecture overrides that do not fit the weights fail clearly."""
-    path = Path(path)
-    overrides = {k: v for k, v in (overrides or {}).items() if v is not None}
-    obj = load_checkpoint(path, map_location=map_location)
-    if obj.get("format") == FORMAT:
-        saved = dict(obj["options"])
-        for key, value in overrides.items():
-            if key in saved and saved[key] != value and key != "load_size":
-                _warn(f"--{key} {value} overrides the checkpoint's {key}={saved[key]!r}")
-        options = {**saved, **overrides}
-        G = build_generator(options)
-        load_state_dict_strict(G, obj["G"], what=f"generator (G in {path.name})")
-        return G.to(map_location), options
-    if is_official_unet_state_dict(obj):
-        architecture = {k: v for k, v in overrides.items() if k in ARCHITECTURE_OPTIONS}
-        G, found = generator_from_official_state_dict(obj)
-        for key, value in architecture.items():
-            if key in found and found[key] != value:
-                _warn(f"--{key} {value} overrides {key}={found[key]!r} (what the official checkpoint implies)")
-        if architecture:
-            G, found = generator_from_official_state_dict(obj, architecture)
-        return G.to(map_location), {**found, **overrides}
-    raise CheckpointError(f"{path} is neither a p2p_lib checkpoint nor an official pix2pix generator state dict "
-                          f"(first keys: {list(obj)[:5]})")
 
 
 def _device(args) -> torch.device:
@@ -115,7 +85,7 @@ def _model_source(args) -> Path:
 
 
 def _architecture_overrides(args) -> dict:
-    overrides = {key: getattr(args, key) for key in ARCHITECTURE_OPTIONS}
+    overrides = {key: getattr(args, key) for key in GENERATOR_OPTIONS}
     overrides["no_dropout"] = True if args.no_dropout else None  # a flag: only "given" counts
     return overrides
 
@@ -127,8 +97,8 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--checkpoints_dir", default="./checkpoints", help="where runs are saved (default: %(default)s)")
     group.add_argument("--epoch", default="latest", help="which epoch to load: latest or a number (default: %(default)s)")
     group.add_argument("--checkpoint", metavar="FILE", default=None,
-                       help="load this file instead: a p2p_lib .pt (generator or training state) or an official "
-                            "latest_net_G.pth")
+                       help="load this file instead: a p2p_lib .pt (generator or training state), a p2p_lib "
+                            ".safetensors model file, or an official latest_net_G.pth")
     group.add_argument("--eval", action="store_true",
                        help="eval mode: dropout off, BatchNorm running statistics. Default: the paper's and the "
                             "official test.py's train mode (dropout on, each image's own statistics)")
@@ -190,7 +160,7 @@ def run_test(args) -> int:
         source = _model_source(args)
         overrides = _architecture_overrides(args)
         overrides.update({"direction": args.direction, "crop_size": args.crop_size, "preprocess": args.preprocess})
-        G, options = load_generator_for_inference(source, overrides, map_location=device)
+        G, options = load_generator(source, overrides=overrides, map_location=device, warn=_warn)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
@@ -291,7 +261,7 @@ def run_translate(args) -> int:
     try:
         device = _device(args)
         source = _model_source(args)
-        G, options = load_generator_for_inference(source, _architecture_overrides(args), map_location=device)
+        G, options = load_generator(source, overrides=_architecture_overrides(args), map_location=device, warn=_warn)
     except CheckpointError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -167,3 +167,62 @@ def test_official_state_dicts_go_through_the_official_converter(tmp_path):
     G2, options = load_generator(tmp_path)  # the folder: finds the official latest_net_G.pth
     assert same_weights(G, G2)
     assert options["netG"] == "unet_128" and options["ngf"] == 4
+
+
+def test_build_generator_turns_bad_options_into_checkpoint_errors():
+    with pytest.raises(CheckpointError, match="norm"):
+        build_generator({**OPTIONS, "norm": "layer"})
+    G = build_generator({**OPTIONS, "no_dropout": None})  # None: the official default, dropout on
+    assert any(isinstance(m, torch.nn.Dropout) for m in G.modules())
+
+
+def test_overrides_replace_the_saved_options_with_a_warning_each(tmp_path):
+    path = save_checkpoint(tmp_path / "g.pt", generator_checkpoint(small_generator(), OPTIONS))
+    messages = []
+    G, options = load_generator(path, overrides={"no_dropout": True, "direction": "AtoB", "ngf": None,
+                                                 "crop_size": 128, "load_size": 256}, warn=messages.append)
+    assert messages == ["--no_dropout True overrides the checkpoint's no_dropout=False",
+                        "--direction AtoB overrides the checkpoint's direction='BtoA'"]  # equal or None: silent
+    assert options["no_dropout"] and options["direction"] == "AtoB" and options["load_size"] == 256
+    assert not any(isinstance(m, torch.nn.Dropout) for m in G.modules())
+    with pytest.warns(UserWarning, match="--direction AtoB overrides") as caught:
+        load_generator(path, overrides={"direction": "AtoB"})  # the default: warnings.warn
+    assert caught[0].filename == __file__  # the warning points at the caller's line, not at the library
+    with pytest.raises(CheckpointError, match="does not fit.*shape mismatch"):
+        load_generator(path, overrides={"ngf": 8}, warn=messages.append)
+
+
+def test_architecture_overrides_rebuild_an_official_generator(tmp_path):
+    from p2p_lib.official import our_state_dict_to_official
+    G = small_generator(5)
+    path = tmp_path / "latest_net_G.pth"
+    torch.save(our_state_dict_to_official(G.state_dict()), path)
+    messages = []
+    G2, options = load_generator(path, overrides={"no_dropout": True, "direction": "BtoA"}, warn=messages.append)
+    assert messages == ["--no_dropout True overrides no_dropout=False (what the official checkpoint implies)"]
+    assert same_weights(G, G2) and options["direction"] == "BtoA"
+    assert not any(isinstance(m, torch.nn.Dropout) for m in G2.modules())
+    with pytest.raises(CheckpointError, match="shape mismatch"):
+        load_generator(path, overrides={"ngf": 8}, warn=messages.append)
+
+
+def _module_level_imports(module: str) -> set[str]:
+    import ast
+    from pathlib import Path
+    source = (Path(__file__).resolve().parents[1] / "p2p_lib" / f"{module}.py").read_text()
+    names = set()
+    for node in ast.parse(source).body:  # top-level statements only: what importing the module runs
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return {name for name in names if name.startswith("p2p_lib.")}
+
+
+def test_the_loading_modules_import_each_other_one_way():
+    """modelfile -> checkpoint -> official, networks: no cycle, so no module needs another half-initialised."""
+    assert {"p2p_lib.official", "p2p_lib.networks"} <= _module_level_imports("checkpoint")
+    assert "p2p_lib.modelfile" not in _module_level_imports("checkpoint")
+    assert "p2p_lib.checkpoint" in _module_level_imports("modelfile")
+    for lower in ("official", "networks"):
+        assert not {"p2p_lib.checkpoint", "p2p_lib.modelfile"} & _module_level_imports(lower), lower
