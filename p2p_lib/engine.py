@@ -492,7 +492,7 @@ class CommandHooks(Hooks):
         self.opts, self.run_dir, self.log, self.validate, self.stop = opts, run_dir, log, validate, stop
         self.world, self.main_process, self.per_epoch, self.on_step = world, main_process, per_epoch, on_step
         self.sums = self.epoch_sums = None
-        self.since_print, self.timer, self.epoch_start = 0, time.perf_counter(), time.perf_counter()
+        self.since_print, self.epoch_steps, self.timer, self.epoch_start = 0, 0, time.perf_counter(), time.perf_counter()
         self.saved_at, self.inside, self.progress, self.lrs = None, False, None, {}
 
     def after_step(self, run, losses):
@@ -500,7 +500,7 @@ class CommandHooks(Hooks):
         values = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
         self.sums = values if self.sums is None else self.sums + values
         self.epoch_sums = values if self.epoch_sums is None else self.epoch_sums + values
-        self.since_print += 1
+        self.since_print, self.epoch_steps = self.since_print + 1, self.epoch_steps + 1
         self.lrs = {"lr_G": run.opt_G.param_groups[0]["lr"], "lr_D": run.opt_D.param_groups[0]["lr"]}
         self._progress(run)
         if self.on_step is not None:
@@ -515,7 +515,7 @@ class CommandHooks(Hooks):
 
     def after_epoch(self, run, epoch):
         scores = self.validate(run.G, f"epoch{epoch:03d}")
-        count = max(self.per_epoch, 1)
+        count = max(self.epoch_steps, 1)  # the steps this process made in the epoch (a resumed one made fewer)
         means = (self.epoch_sums / count).tolist() if self.epoch_sums is not None else [float("nan")] * 4
         record = {"type": "epoch", "epoch": epoch, "step": run.step, **dict(zip(LOSS_NAMES, means)), **self.lrs,
                   **scores, "seconds": time.perf_counter() - self.epoch_start}
@@ -523,7 +523,7 @@ class CommandHooks(Hooks):
         shown = "".join(f", {k} {v:.4g}" for k, v in scores.items())
         _say(f"end of epoch {epoch}/{self.opts['n_epochs'] + self.opts['n_epochs_decay']}: {run.step} iterations, "
              f"{record['seconds']:.0f} s{shown}, lr {self.lrs.get('lr_G', 0):.2e}")
-        self.epoch_sums, self.epoch_start = None, time.perf_counter()
+        self.epoch_sums, self.epoch_steps, self.epoch_start = None, 0, time.perf_counter()
         self._close_progress()
         if epoch % self.opts["save_epoch_freq"] == 0 or epoch == self.opts["n_epochs"] + self.opts["n_epochs_decay"]:
             self.save(run, "latest")

@@ -70,7 +70,7 @@ def test_the_mean_photo_baseline_is_the_per_pixel_mean_of_the_training_photos(tm
 def test_the_training_command_is_the_reference_recipe_and_resumes(tmp_path, monkeypatch):
     arguments = reference_model.train_arguments(tmp_path)
     assert arguments[arguments.index("--checkpoints_dir") + 1] == str(tmp_path)
-    assert "--continue_train" not in arguments and "--netG" in arguments and "--channels_last" in arguments
+    assert "--continue_train" not in arguments and "--netG" in arguments and "--seed" in arguments
     save_checkpoint(tmp_path / "facades_reference" / "latest_state.pt", {"step": torch.tensor(1)})
     assert reference_model.train_arguments(tmp_path)[-1] == "--continue_train"
     calls = []
