@@ -5,7 +5,8 @@ and 07 read (benchmarks/results/course_vs_official.json and .png). Not part of t
     .venv/bin/python benchmarks/course_vs_official.py --seeds 0 1  # the seed spread (twice as long)
 
 Trains (or loads from the course-model cache) lesson 06's COURSE_CONFIG (unet_128 at half width, 2 epochs)
-and OFFICIAL_CPU_CONFIG (the official full width for 1 epoch, about the same wall time on a 2-core CPU)
+and OFFICIAL_CPU_CONFIG (the official full width for 1 epoch: 400 steps of 4 times the arithmetic, about
+1.5 times the course model's time on a 2-core CPU)
 with each seed, with lesson 06's own loop, float32 pinned, and scores both on the 100 facades validation
 pairs with lesson 07's measures (all pixel metrics on [0, 1]): L1 and PSNR (which reward blur), SSIM, the
 detail ratio (1 = as much fine detail as the real photos) and the paper's Lab colour histogram intersection.
