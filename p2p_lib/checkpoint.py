@@ -53,6 +53,7 @@ from safetensors import safe_open
 from torch import nn
 
 # One-way imports: networks and official depend on neither this module nor p2p_lib.modelfile.
+from p2p_lib.errors import CheckpointError
 from p2p_lib.networks import GENERATOR_OPTIONS, NETG_NUM_DOWNS, NetworkOptionError, define_G
 from p2p_lib.official import generator_from_official_state_dict, is_official_unet_state_dict
 from p2p_lib.unet import UNetGenerator
@@ -68,10 +69,6 @@ __all__ = ["CheckpointError", "FORMAT", "VERSION", "MODEL_FORMAT", "MODEL_VERSIO
            "GENERATOR_OPTIONS", "save_checkpoint", "load_checkpoint", "build_generator", "load_generator",
            "generator_checkpoint", "load_state_dict_strict", "read_model_file", "is_model_file", "write_atomically",
            "generator_candidates", "require_options", "state_path", "generator_path", "jsonable_options"]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be used: missing, truncated, unsafe, or not for this network."""
 
 
 def state_path(run_dir: str | os.PathLike, epoch: int | str = "latest") -> Path:

@@ -26,6 +26,7 @@ from collections.abc import Mapping
 
 import torch
 
+from p2p_lib.errors import CheckpointError
 from p2p_lib.unet import UNetGenerator
 
 __all__ = ["official_unet_name_map", "strip_module_prefix", "is_official_unet_state_dict",
@@ -39,11 +40,6 @@ _OPTIONAL = ("num_batches_tracked",)
 
 
 def _error(message: str) -> Exception:
-    # p2p_lib.checkpoint imports this module for official files; import its error class only when needed.
-    try:
-        from p2p_lib.checkpoint import CheckpointError
-    except ImportError:  # pragma: no cover - the checkpoint module is part of the library
-        return ValueError(message)
     return CheckpointError(message)
 
 
