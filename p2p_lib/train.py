@@ -27,7 +27,7 @@ from p2p_lib.paths import PROJECT_ROOT, dataset_dir
 from p2p_lib.progress import StepProgress
 
 
-__all__ = ['set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'course_model_path', 'generator_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result']
+__all__ = ['set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'course_model_path', 'generator_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result', 'REFERENCE_MODEL', 'reference_model']
 
 
 def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) -> None:
@@ -515,7 +515,7 @@ OFFICIAL_CPU_CONFIG = {
     **COURSE_CONFIG,
     "ngf": 64,               # the official widths
     "ndf": 64,
-    "n_epochs": 1,           # one epoch (400 steps): about the course model's wall time on a 2-core CPU
+    "n_epochs": 1,           # one epoch (400 steps): about 1.5x the course model's 800 steps in time on a 2-core CPU
     "n_epochs_decay": 0,     # far inside the official first 100 epochs: a constant learning rate
     "snapshot_steps": [100],
 }
@@ -531,3 +531,15 @@ def committed_result(name: str) -> dict:
     except (OSError, ValueError) as err:
         raise FileNotFoundError(f"{path}: committed result missing or unreadable ({err}); remake it with the "
                                 f"script it names, e.g. `python benchmarks/{name}.py`") from None
+
+
+REFERENCE_MODEL = PROJECT_ROOT / "models" / "facades_label2photo" / "model.safetensors"
+
+
+def reference_model(with_discriminator: bool = False, device="cpu") -> dict:
+    """The course's reference model (facades labels -> photo, made by tools/reference_model.py): {"G", "D" (with
+    with_discriminator=True, else None), "options", "card": the model card, card.json}, in float32 on `device`."""
+    from p2p_lib.modelfile import load_model_file  # safetensors: reading it runs no code
+    loaded = load_model_file(REFERENCE_MODEL, with_discriminator=with_discriminator, map_location=device)
+    card = json.loads((REFERENCE_MODEL.parent / "card.json").read_text(encoding="utf-8"))
+    return {**loaded, "card": card}

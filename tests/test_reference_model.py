@@ -178,3 +178,22 @@ def test_bad_input_is_a_clear_error_not_a_traceback(tmp_path, capsys):
         "netG": "unet_256", "ngf": 2}))
     with pytest.raises(CheckpointError, match="--compare big: .* multiples of 256 px"):
         reference_model.load_compare({"big": big}, 128)
+
+
+def test_the_committed_reference_model_loads_offline_and_p2p_translate_uses_it(tmp_path):
+    from p2p_lib.checkpoint import load_generator
+    from p2p_lib.cli import main as p2p
+    from p2p_lib.train import REFERENCE_MODEL, reference_model
+    assert REFERENCE_MODEL.stat().st_size < 40e6  # half precision, tens of MB at most
+    loaded = reference_model(with_discriminator=True)
+    card = loaded["card"]
+    assert loaded["options"]["netG"] == "unet_128" and loaded["options"]["direction"] == "BtoA"
+    assert all(p.dtype == torch.float32 for p in loaded["G"].parameters())  # cast for CPU inference
+    assert {"reference", "mean training photo"} <= set(card["evaluation"]["models"])
+    G, options = load_generator(REFERENCE_MODEL)
+    assert options["ngf"] == card["options"]["ngf"]
+    labels = Image.new("RGB", (128, 128), (0, 0, 255))
+    labels.save(tmp_path / "labels.png")
+    assert p2p(["translate", str(tmp_path / "labels.png"), "--output", str(tmp_path / "photo.png"),
+                "--checkpoint", str(REFERENCE_MODEL)]) == 0
+    assert Image.open(tmp_path / "photo.png").size == (128, 128)
