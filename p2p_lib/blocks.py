@@ -64,12 +64,17 @@ def up_block(in_channels: int, out_channels: int, norm: str = "batch", dropout: 
     return nn.Sequential(*layers)
 
 
-def init_weights(net: nn.Module, gain: float = 0.02) -> nn.Module:
+def init_weights(net: nn.Module, gain: float = 0.02, conv_init=None) -> nn.Module:
     """The official init (`init_type='normal'`): conv, transposed-conv and linear weights ~ N(0, gain^2),
-    BatchNorm scales ~ N(1, gain^2), all biases 0. Changes `net` in place and returns it."""
+    BatchNorm scales ~ N(1, gain^2), all biases 0. Changes `net` in place and returns it. `conv_init(weight)`,
+    when given, draws the conv weights instead (the official xavier / kaiming / orthogonal choices:
+    `p2p_lib.networks.init_net`)."""
     for m in net.modules():
         if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            nn.init.normal_(m.weight, 0.0, gain)
+            if conv_init is None:
+                nn.init.normal_(m.weight, 0.0, gain)
+            else:
+                conv_init(m.weight)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):

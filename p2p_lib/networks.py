@@ -53,22 +53,11 @@ def init_net(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> n
     biases 0. 'normal' (the official default) is lesson 01's init_weights."""
     if init_type not in INIT_TYPES:
         raise NetworkOptionError(f"unknown init_type {init_type!r}; choose one of {', '.join(INIT_TYPES)}")
-    if init_type == "normal":
-        return init_weights(net, gain)
-    for m in net.modules():
-        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
-            if init_type == "xavier":
-                nn.init.xavier_normal_(m.weight, gain=gain)
-            elif init_type == "kaiming":
-                nn.init.kaiming_normal_(m.weight, a=0, mode="fan_in")
-            else:
-                nn.init.orthogonal_(m.weight, gain=gain)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.normal_(m.weight, 1.0, gain)
-            nn.init.zeros_(m.bias)
-    return net
+    draw = {"normal": None,  # lesson 01's N(0, gain^2)
+            "xavier": lambda w: nn.init.xavier_normal_(w, gain=gain),
+            "kaiming": lambda w: nn.init.kaiming_normal_(w, a=0, mode="fan_in"),
+            "orthogonal": lambda w: nn.init.orthogonal_(w, gain=gain)}[init_type]
+    return init_weights(net, gain, conv_init=draw)
 
 
 def define_G(options: dict, init: bool = True) -> UNetGenerator:

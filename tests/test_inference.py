@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 from torch import nn
 
+from netfactory import with_trained_statistics
 from p2p_lib.data import PairedDataError, PairedImageDataset, to_tensor
 from p2p_lib.inference import (evaluate_generator, evaluation_item, image_files, load_image, prepare_input,
                                restore_output, side_by_side, to_pil, translate, translate_folder)
@@ -16,16 +17,7 @@ from p2p_lib.unet import UNetGenerator
 def tiny_unet(seed=0, input_nc=3, output_nc=3, norm="batch"):
     """A 6-level U-Net (inputs: multiples of 64; dropout at level 4) with non-trivial BatchNorm statistics."""
     torch.manual_seed(seed)
-    net = UNetGenerator(input_nc, output_nc, num_downs=6, ngf=4, norm=norm)
-    with torch.no_grad():
-        for name, buf in net.named_buffers():
-            if name.endswith("running_mean"):
-                buf.normal_(0, 0.2)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 2.0)
-            elif name.endswith("num_batches_tracked"):
-                buf.fill_(123)
-    return net
+    return with_trained_statistics(UNetGenerator(input_nc, output_nc, num_downs=6, ngf=4, norm=norm))
 
 
 class Identity1x1(nn.Module):

@@ -11,6 +11,7 @@ from PIL import Image
 from safetensors import safe_open
 
 from imagefactory import aligned_pairs
+from netfactory import with_trained_statistics
 from p2p_lib.checkpoint import CheckpointError, load_checkpoint, load_generator
 from p2p_lib.cli import main
 from p2p_lib.inference import translate
@@ -29,16 +30,7 @@ FP16_OUTPUT_TOLERANCE = 5e-3
 def networks(seed=0, **changes):
     torch.manual_seed(seed)
     options = {**OPTIONS, **changes}
-    G, D = define_G(options), define_D(options)
-    with torch.no_grad():  # running statistics and a counter a trained network could have
-        for name, buf in G.named_buffers():
-            if name.endswith("running_var"):
-                buf.uniform_(0.5, 2.0)
-            elif name.endswith("running_mean"):
-                buf.normal_(0, 0.1)
-            elif name.endswith("num_batches_tracked"):
-                buf.fill_(1234)
-    return G, D
+    return with_trained_statistics(define_G(options)), define_D(options)
 
 
 def stored(path):
