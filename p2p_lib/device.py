@@ -13,6 +13,8 @@ Rules (each measured: `benchmarks/train_step.py`):
 - channels_last (NHWC) where the kernels prefer it: CUDA and bf16 CPUs; not float32 CPUs, where it
   measured no faster.
 - fused Adam everywhere PyTorch has it (CPU, CUDA): one pass over the weights instead of several.
+- torch.compile only when asked (`compile=True`, `p2p train --compile`): on a 2-core CPU it measured no
+  faster and takes about a minute to compile; it needs a C++ compiler. Try it on a GPU with the benchmark.
 """
 from __future__ import annotations
 
@@ -90,12 +92,14 @@ class SpeedSettings:
     channels_last: bool = False
     fused_adam: bool = True
     cudnn_benchmark: bool = False
+    compile: bool = False           # torch.compile G and D (nn.Module.compile: in place, same state_dict keys)
     why: tuple[str, ...] = ()
 
     def describe(self) -> str:
         amp = {None: "float32", torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast + grad scaler"}
         parts = [self.device, amp[self.amp_dtype], "channels_last" if self.channels_last else "NCHW",
-                 "fused Adam" if self.fused_adam else "plain Adam"] + (["cuDNN autotune"] if self.cudnn_benchmark else [])
+                 "fused Adam" if self.fused_adam else "plain Adam"] + (["cuDNN autotune"] if self.cudnn_benchmark else []) \
+            + (["torch.compile"] if self.compile else [])
         return ", ".join(parts) + (f" ({'; '.join(self.why)})" if self.why else "")
 
 
@@ -124,14 +128,17 @@ def _amp_dtype(device: torch.device, amp: str, why: list[str]) -> torch.dtype | 
 
 
 def pick_speed(device: str | torch.device, amp: str = "auto", channels_last: bool | None = None,
-               plain: bool = False) -> SpeedSettings:
+               plain: bool = False, compile: bool = False) -> SpeedSettings:
     """The fastest settings that keep quality on `device` (see the module's rules). `amp`: auto | bf16 |
-    fp16 | off; `channels_last`: None picks, True/False forces; `plain`: float32, NCHW, plain Adam, no
-    autotuning (the official recipe's arithmetic, for comparisons)."""
+    fp16 | off; `channels_last`: None picks, True/False forces; `plain`: float32, NCHW, eager, plain Adam,
+    no autotuning (the official recipe's arithmetic, for comparisons); `compile`: torch.compile the networks
+    (not with `plain`)."""
     device = torch.device(device)
     if amp not in AMP_CHOICES:
         raise ValueError(f"--amp {amp}: choose one of {', '.join(AMP_CHOICES)}")
     if plain:
+        if compile:
+            raise ValueError("--plain is the eager step: drop --compile, or --plain")
         return SpeedSettings(str(device), fused_adam=False, why=("plain: the official recipe's arithmetic",))
     why: list[str] = []
     dtype = _amp_dtype(device, amp, why)
@@ -139,4 +146,4 @@ def pick_speed(device: str | torch.device, amp: str = "auto", channels_last: boo
         channels_last = device.type == "cuda" or (device.type == "cpu" and dtype == torch.bfloat16)
     return SpeedSettings(str(device), dtype, grad_scaler=dtype == torch.float16 and device.type == "cuda",
                          channels_last=channels_last, fused_adam=device.type in ("cpu", "cuda"),
-                         cudnn_benchmark=device.type == "cuda", why=tuple(why))
+                         cudnn_benchmark=device.type == "cuda", compile=compile, why=tuple(why))

@@ -172,6 +172,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     hardware.add_argument("--no_channels_last", dest="channels_last", action="store_false", help="NCHW memory layout")
     hardware.add_argument("--plain", action="store_true",
                           help="the plain step: float32, NCHW, eager, plain Adam (the official recipe's arithmetic)")
+    hardware.add_argument("--compile", action="store_true",
+                          help="torch.compile G and D (off by default: no faster on the 2-core CPUs measured, a minute "
+                               "or more to compile, needs a C++ compiler; measure with benchmarks/train_step.py --compile)")
     hardware.add_argument("--sync_bn", action="store_true",
                           help="with several GPUs, BatchNorm over the whole batch of all GPUs (GPUs only)")
 
@@ -595,7 +598,7 @@ def _speed(opts: dict, device: torch.device):
     if opts["sync_bn"] and device.type != "cuda":
         raise SystemExit("--sync_bn: SyncBatchNorm runs only on CUDA GPUs; drop --sync_bn on the CPU")
     try:
-        return pick_speed(device, opts["amp"], opts["channels_last"], opts["plain"])
+        return pick_speed(device, opts["amp"], opts["channels_last"], opts["plain"], opts.get("compile", False))
     except ValueError as err:
         raise SystemExit(str(err)) from None
 

@@ -27,7 +27,7 @@ from p2p_lib.paths import PROJECT_ROOT, dataset_dir
 from p2p_lib.progress import StepProgress
 
 
-__all__ = ['set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'course_model_path', 'generator_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result', 'REFERENCE_MODEL', 'reference_model']
+__all__ = ['set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'training_code_digest', 'course_model_path', 'generator_options', 'COMMAND_OPTIONS', 'command_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result', 'REFERENCE_MODEL', 'reference_model']
 
 
 def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) -> None:
@@ -209,6 +209,9 @@ def build_training(options: dict, device=None, speed: SpeedSettings | None = Non
     G, D = define_G(options).to(device), define_D(options).to(device)
     if speed.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    if speed.compile:  # in place: the state_dict keys (and so the checkpoints) stay those of the eager networks
+        G.compile()
+        D.compile()
     opt_G, opt_D = make_optimizers(G, D, options.get("lr", 2e-4), options.get("beta1", 0.5), fused=speed.fused_adam)
     first = options.get("epoch_count") or 1
     schedule = (options.get("n_epochs", 100), options.get("n_epochs_decay", 100), options.get("lr_policy", "linear"))
@@ -391,15 +394,25 @@ def image_grid(*columns: torch.Tensor) -> torch.Tensor:
 TRAINING_MODULES = ("blocks", "unet", "patchgan", "losses", "data", "networks", "device", "train")
 
 
+def training_code_digest(package_dir: Path | None = None) -> str:
+    """A hash of the modules in TRAINING_MODULES, read from `package_dir` (default: the installed p2p_lib,
+    the code the lessons export; CI checks that they agree): it changes whenever the code that trains
+    the course model does."""
+    if package_dir is None:
+        import p2p_lib
+        package_dir = Path(p2p_lib.__file__).parent
+    digest = hashlib.sha256()
+    for module in TRAINING_MODULES:
+        digest.update((Path(package_dir) / f"{module}.py").read_bytes())
+    return digest.hexdigest()
+
+
 def course_model_path(config: dict | None = None) -> Path:
     """Where the course model of `config` (default COURSE_CONFIG) is cached: a file named by a hash of the
-    config AND of the code that trains it (the modules in TRAINING_MODULES), so that a changed step or
-    network never hands back a model trained by the old code."""
+    config AND of the code that trains it (training_code_digest), so that a changed step or network never
+    hands back a model trained by the old code."""
     config = COURSE_CONFIG if config is None else config
-    import p2p_lib  # the installed library: the code the lessons export (CI checks that they agree)
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for module in TRAINING_MODULES:
-        digest.update((Path(p2p_lib.__file__).parent / f"{module}.py").read_bytes())
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode() + training_code_digest().encode())
     root = Path(os.environ["P2P_CACHE"]).expanduser() if os.environ.get("P2P_CACHE") else PROJECT_ROOT / ".cache"
     return root / "course_model" / f"course_model-{digest.hexdigest()[:16]}.pt"
 
@@ -409,6 +422,16 @@ def generator_options(config: dict) -> dict:
     return {"netG": config["netG"], "ngf": config["ngf"], "norm": config["norm"],
             "no_dropout": config["no_dropout"], "input_nc": 3, "output_nc": 3, "direction": config["direction"],
             "load_size": config["crop_size"], "crop_size": config["crop_size"], "preprocess": "resize_and_crop"}
+
+
+COMMAND_OPTIONS = ("direction", "load_size", "crop_size", "netG", "ngf", "netD", "ndf", "norm", "gan_mode",
+                   "lambda_L1", "lr", "beta1", "batch_size", "n_epochs", "n_epochs_decay", "lr_policy", "seed")
+
+
+def command_options(config: dict) -> list[str]:
+    """A course config as `p2p train` options, float32 pinned as in train_course_model: the command then
+    trains what this lesson's loop trains (the lesson and tests/test_engine.py check it weight for weight)."""
+    return [f"--{name}={config[name]}" for name in COMMAND_OPTIONS] + ["--amp", "off", "--no_channels_last"]
 
 
 class LossHistory(Hooks):

@@ -64,3 +64,11 @@ def test_cuda_defaults_without_a_gpu(monkeypatch):
     with pytest.raises(ValueError, match="no bfloat16 support"):
         monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
         pick_speed("cuda", amp="bf16")
+
+
+def test_torch_compile_only_when_asked():
+    assert pick_speed("cpu").compile is False and "torch.compile" not in pick_speed("cpu").describe()
+    asked = pick_speed("cpu", compile=True)
+    assert asked.compile and "torch.compile" in asked.describe()
+    with pytest.raises(ValueError, match="--plain is the eager step"):
+        pick_speed("cpu", plain=True, compile=True)

@@ -294,17 +294,27 @@ def test_the_fast_settings_are_printed_and_can_be_switched_off(data, tmp_path, c
 
 def test_p2p_train_with_the_course_settings_is_the_lessons_loop_weight_for_weight(tmp_path, monkeypatch):
     from p2p_lib import facades_dir
-    from p2p_lib.train import COURSE_CONFIG, train_course_model
+    from p2p_lib.train import COURSE_CONFIG, command_options, train_course_model
     monkeypatch.setenv("P2P_CACHE", str(tmp_path / "cache"))
     config = {**COURSE_CONFIG, "num_val": 2, "snapshots": 1}
-    names = ("direction", "load_size", "crop_size", "netG", "ngf", "netD", "ndf", "norm", "gan_mode", "lambda_L1",
-             "lr", "beta1", "batch_size", "n_epochs", "n_epochs_decay", "lr_policy", "seed")
     argv = ["--dataroot", str(facades_dir()), "--name", "same", "--checkpoints_dir", str(tmp_path / "ck"),
-            "--max_steps", "3", "--num_val", "0", "--no_progress", "--amp", "off", "--no_channels_last",
-            *[f"--{name}={config[name]}" for name in names]]
+            "--max_steps", "3", "--num_val", "0", "--no_progress", *command_options(config)]
     assert train(argv)["step"] == 3
     from_command = load_checkpoint(tmp_path / "ck" / "same" / "latest_state.pt")
     from_lesson = train_course_model(config, device="cpu", verbose=False, max_steps=3)
     for name, net in (("G", from_lesson["G"]), ("D", from_lesson["D"])):
         for key, value in net.state_dict().items():
             assert torch.equal(value, from_command[name][key]), f"{name}.{key} differs"
+
+
+def test_compile_compiles_both_networks_in_place_and_checkpoints_keep_their_keys(data, tmp_path, monkeypatch, capsys):
+    compiled = []  # a real torch.compile needs a C++ compiler and minutes on 2 cores: record the calls instead
+    monkeypatch.setattr(torch.nn.Module, "compile", lambda self, *a, **k: compiled.append(type(self).__name__))
+    train(tiny(data, tmp_path / "ck", "--max_steps", "2", "--compile"))
+    assert compiled == ["UNetGenerator", "PatchDiscriminator"]
+    assert "torch.compile" in capsys.readouterr().out
+    saved = state(tmp_path / "ck" / "run")
+    assert not any("_orig_mod" in key for key in saved["G"]) and saved["step"] == 2
+    compiled.clear()
+    train(tiny(data, tmp_path / "ck2", "--max_steps", "1"))
+    assert compiled == []  # off by default

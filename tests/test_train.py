@@ -18,7 +18,8 @@ from p2p_lib.patchgan import PatchDiscriminator
 from p2p_lib.train import (COURSE_CONFIG, Hooks, SeededPairs, TrainingDiverged, TrainingRun, build_training,
                            course_model, course_model_path, epoch_batches, epoch_keys, fit, image_grid, l1_and_psnr,
                            lr_factor, make_optimizers, make_scheduler, pick_device, set_requires_grad,
-                           steps_per_epoch, train_step, translate_batch, val_tensors)
+                           steps_per_epoch, TRAINING_MODULES, train_step, training_code_digest, translate_batch,
+                           val_tensors)
 from p2p_lib.unet import UNetGenerator
 
 
@@ -310,13 +311,23 @@ def test_course_model_is_cached_by_config(tmp_path, monkeypatch):
     assert path.parent == tmp_path / "cache" / "course_model"
     assert course_model_path({**config, "n_epochs": 2}) != path  # another config, another file
     import p2p_lib
-    train_py = Path(p2p_lib.__file__).parent / "train.py"
-    original = train_py.read_bytes()
-    try:  # the training code is part of the key: a changed step never hands back a stale model
-        train_py.write_bytes(original + b"\n# changed\n")
+    import p2p_lib.train as train_module
+    package = Path(p2p_lib.__file__).parent
+    copy = tmp_path / "p2p_lib_copy"
+    copy.mkdir()
+    for module in TRAINING_MODULES:
+        (copy / f"{module}.py").write_bytes((package / f"{module}.py").read_bytes())
+    assert training_code_digest(copy) == training_code_digest()
+    for module in TRAINING_MODULES:  # the training code is part of the key: a changed step never hands back a stale model
+        changed = copy / f"{module}.py"
+        original = changed.read_bytes()
+        changed.write_bytes(original + b"\n# changed\n")
+        assert training_code_digest(copy) != training_code_digest(), module
+        changed.write_bytes(original)
+    with monkeypatch.context() as patch:
+        (copy / "train.py").write_bytes(b"# another trainer\n")
+        patch.setattr(train_module, "training_code_digest", lambda: training_code_digest(copy))
         assert course_model_path(config) != path
-    finally:
-        train_py.write_bytes(original)
     assert course_model_path(config) == path
     first = course_model(device="cpu", verbose=False, config=config)
     assert path.exists() and first["path"] == path
@@ -325,7 +336,6 @@ def test_course_model_is_cached_by_config(tmp_path, monkeypatch):
     assert set(first["val"]) == {"L1", "PSNR"} and first["G"].training
     assert list(path.parent.iterdir()) == [path]  # written atomically: no temporary file left
 
-    import p2p_lib.train as train_module
     monkeypatch.setattr(train_module, "train_course_model", lambda *a, **k: pytest.fail("should load the cache"))
     again = course_model(device="cpu", verbose=False, config=config)
     assert all(torch.equal(a, b) for a, b in zip(first["G"].state_dict().values(), again["G"].state_dict().values()))
