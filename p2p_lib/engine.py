@@ -31,6 +31,7 @@ import random
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -487,13 +488,24 @@ class _Validation:
         return {"val_L1": scores["L1"], "val_PSNR": scores["PSNR"]}
 
 
+@dataclass
+class Session:
+    "Where a `p2p train` process works: its options, run folder and log, the process count, and whether it writes."
+    opts: dict
+    run_dir: Path
+    log: "_Log"
+    world: int = 1
+    main_process: bool = True
+
+
 class CommandHooks(Hooks):
     """What `p2p train` adds to lesson 06's loop: loss logs and progress, periodic checkpoints, validation at
     each epoch's end, and stopping on a signal. It remembers what was saved last (for the final save)."""
 
-    def __init__(self, opts, run_dir, log, validate, stop, world, main_process, per_epoch, on_step=None):
-        self.opts, self.run_dir, self.log, self.validate, self.stop = opts, run_dir, log, validate, stop
-        self.world, self.main_process, self.per_epoch, self.on_step = world, main_process, per_epoch, on_step
+    def __init__(self, session: Session, validate, stop, per_epoch: int, on_step=None):
+        self.opts, self.run_dir, self.log = session.opts, session.run_dir, session.log
+        self.world, self.main_process = session.world, session.main_process
+        self.validate, self.stop, self.per_epoch, self.on_step = validate, stop, per_epoch, on_step
         self.sums = self.epoch_sums = None
         self.since_print, self.epoch_steps, self.timer, self.epoch_start = 0, 0, time.perf_counter(), time.perf_counter()
         self.saved_at, self.inside, self.progress, self.lrs = None, False, None, {}
@@ -663,8 +675,8 @@ def _train(opts, on_step, device, rank, world) -> dict:
         log.write({"type": "resume", "step": run.step, "epoch": run.epoch, "lr": opts["lr"],
                    "n_epochs": opts["n_epochs"], "n_epochs_decay": opts["n_epochs_decay"]})
     with _StopFlag() as stop:
-        hooks = CommandHooks(opts, run_dir, log, _Validation(opts, run_dir, main_process), stop, world,
-                             main_process, per_epoch, on_step)
+        session = Session(opts, run_dir, log, world, main_process)
+        hooks = CommandHooks(session, _Validation(opts, run_dir, main_process), stop, per_epoch, on_step)
         try:
             return _loop(opts, run, pairs, hooks, device, rank, world)
         finally:

@@ -54,13 +54,13 @@ REFERENCE_OPTIONS = [
     "--netG", "unet_128",                  # the official 7-level U-Net for 128 px
     "--ngf", "32",                         # DEVIATION: half the official 64 generator filters
     "--ndf", "32",                         # DEVIATION: half the official 64 discriminator filters
-    "--n_epochs", "6",                     # 6 epochs at lr 2e-4 ...
-    "--n_epochs_decay", "6",               # ... then 6 with a linear decay to 0 (the paper: 100 + 100 at 256 px)
+    "--n_epochs", "30",                    # 30 epochs at lr 2e-4 ...
+    "--n_epochs_decay", "30",              # ... then 30 with a linear decay to 0 (the paper: 100 + 100 at 256 px)
     "--num_val", "100",                    # val L1/PSNR on the whole val split after every epoch
     "--no_progress",                       # log lines, not a progress bar (the run goes to a log file)
     "--print_freq", "400",                 # one loss line per epoch (400 pairs, batch size 1)
     "--save_latest_freq", "1000",          # latest_state.pt every 2.5 epochs' worth of iterations ...
-    "--save_epoch_freq", "3",              # ... and {3,6,9,12}_state.pt at those epochs' ends
+    "--save_epoch_freq", "10",             # ... and {10,20,...,60}_state.pt at those epochs' ends
     "--seed", "0",                         # init, data order, jitter and dropout: repeatable on a CPU
 ]
 SAMPLE_COUNT = 6          # val pairs in samples.png
