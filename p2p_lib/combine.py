@@ -17,7 +17,8 @@ your data comes as two folders (A/ photos, B/ label maps, ...), this writes thos
   Ctrl-C), where the official script uses a process pool.
 
 What is written: an RGB image of width wA + wB and height hA (A left, B right); both inputs are read
-as RGB (grey or RGBA inputs become 3-channel RGB, as the official script's cv2.IMREAD_COLOR does), after
+as RGB (grey or RGBA inputs become 3-channel RGB, as the official script's cv2.IMREAD_COLOR does;
+16-bit grayscale is scaled to 8 bits as cv2 does, not clipped), after
 applying their EXIF orientation (as cv2 does, and as an image viewer shows them). The format follows
 the output's extension (the extension of the A file): .jpg/.jpeg as JPEG at quality 95 without chroma
 subsampling (4:4:4, so label colours keep sharp edges; re-encoding a JPEG always loses a little),
@@ -47,6 +48,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from p2p_lib.data import SIXTEEN_BIT_MODES, PairedDataError, convert_mode
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")  # as p2p_lib.data reads
 JPEG_QUALITY = 95
@@ -243,11 +246,26 @@ def save_atomic(img: Image.Image, path: Path) -> None:
             temporary.unlink()
 
 
+def read_rgb(path: Path) -> Image.Image:
+    """The image at `path` as RGB, its EXIF orientation applied. 16-bit grayscale is scaled to 8 bits
+    (v * 255 / 65535, as the official script's cv2.imread does; Pillow's convert('RGB') would clip every
+    value above 255 to white), with lesson 05's `convert_mode`; a float image, or one that cannot be
+    decoded (a truncated JPEG), is refused by name."""
+    try:
+        with Image.open(path) as raw:
+            img = ImageOps.exif_transpose(raw)
+            if img.mode in SIXTEEN_BIT_MODES or img.mode == "F":
+                img = convert_mode(img, 3, path)
+            return img.convert("RGB")
+    except PairedDataError as err:
+        raise CombineError(str(err)) from None
+    except (OSError, UnidentifiedImageError) as err:
+        raise CombineError(f"cannot read {path}: {err}") from None
+
+
 def combine_pair(pair: Pair, resize: str | None = None) -> None:
     """Read A and B, put them side by side (A left) and write the result atomically."""
-    with Image.open(pair.path_A) as raw_A, Image.open(pair.path_B) as raw_B:
-        im_A = ImageOps.exif_transpose(raw_A).convert("RGB")
-        im_B = ImageOps.exif_transpose(raw_B).convert("RGB")
+    im_A, im_B = read_rgb(pair.path_A), read_rgb(pair.path_B)
     if im_B.size != im_A.size:
         if resize is None:  # plan_combine refused this already; the file changed since
             raise CombineError(f"{pair.path_A.name} and {pair.path_B.name} differ in size")
@@ -303,7 +321,8 @@ def _run(args: argparse.Namespace) -> int:
                                use_AB=args.use_AB, resize=args.resize, overwrite=args.overwrite,
                                workers=1 if args.no_multiprocessing else args.workers)
     except CombineError as err:
-        print(f"p2p combine: {err}", file=sys.stderr)
+        written = " Pairs written before this are complete." if Path(args.fold_AB).exists() else ""
+        print(f"p2p combine: {err}{written}", file=sys.stderr)
         return 1
     except (OSError, UnidentifiedImageError) as err:
         print(f"p2p combine: stopped: {err}. Pairs written before this are complete; "

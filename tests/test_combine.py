@@ -101,6 +101,37 @@ def test_grey_and_rgba_inputs_become_rgb(tmp_path):
     np.testing.assert_array_equal(out[:, 8:], pattern(2))
 
 
+def test_16_bit_grey_is_scaled_to_8_bits_not_clipped(tmp_path, capsys):
+    sixteen = np.array([[0, 257, 32896, 65535] * 2] * 6, dtype=np.uint16)   # 0, 1, 128, 255 in 8 bits
+    (tmp_path / "A").mkdir()
+    Image.fromarray(sixteen).save(tmp_path / "A" / "d.png")
+    with Image.open(tmp_path / "A" / "d.png") as img:
+        assert img.mode.startswith("I")  # really 16 bits on disk (Pillow's convert('RGB') would clip it: 0, 255, ...)
+    save(pattern(3), tmp_path / "B" / "d.png")
+    assert cli.main(["combine", "--fold_A", str(tmp_path / "A"), "--fold_B", str(tmp_path / "B"),
+                     "--fold_AB", str(tmp_path / "AB"), "--no_multiprocessing"]) == 0
+    out = load(tmp_path / "AB" / "d.png")
+    np.testing.assert_array_equal(out[0, :4, 0], [0, 1, 128, 255])
+    np.testing.assert_array_equal(out[:, :8, 0], out[:, :8, 2])  # grey: R = G = B
+
+
+def test_8_bit_data_in_a_16_bit_file_and_truncated_files_are_named(tmp_path, capsys):
+    (tmp_path / "A").mkdir()
+    Image.fromarray(np.full((6, 8), 200, dtype=np.uint16)).save(tmp_path / "A" / "e.png")
+    save(pattern(3), tmp_path / "B" / "e.png")
+    assert cli.main(["combine", "--fold_A", str(tmp_path / "A"), "--fold_B", str(tmp_path / "B"),
+                     "--fold_AB", str(tmp_path / "AB"), "--no_multiprocessing"]) == 1
+    err = capsys.readouterr().err
+    assert "e.png is a 16-bit image whose values never exceed 200" in err and "Traceback" not in err
+    jpeg = tmp_path / "J"
+    save(pattern(4, size=(64, 48)), jpeg / "A" / "t.jpg", quality=90)
+    save(pattern(5, size=(64, 48)), jpeg / "B" / "t.jpg", quality=90)
+    whole = (jpeg / "B" / "t.jpg").read_bytes()
+    (jpeg / "B" / "t.jpg").write_bytes(whole[: len(whole) // 2])  # the header (size) reads; the pixels do not
+    with pytest.raises(CombineError, match=r"cannot read .*B/t\.jpg"):
+        combine_folders(jpeg / "A", jpeg / "B", jpeg / "AB", workers=1)
+
+
 def test_exif_orientation_is_applied_before_pairing(tmp_path):
     stored = np.zeros((2, 4, 3), np.uint8)  # stored 4 wide, 2 high; orientation 6 shows it 2 wide, 4 high
     stored[:, :2] = 255
