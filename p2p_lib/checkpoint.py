@@ -104,18 +104,42 @@ def jsonable_options(options: dict) -> dict:
     return out
 
 
+class _WriteErrors:
+    "A binary file that keeps the OSError its write raised: torch.save turns it into a RuntimeError without errno."
+
+    def __init__(self, fh):
+        self.fh, self.error = fh, None
+
+    def write(self, data) -> int:
+        try:
+            return self.fh.write(data)
+        except OSError as err:
+            self.error = err
+            raise
+
+    def __getattr__(self, name):
+        return getattr(self.fh, name)
+
+
 def write_atomically(path: str | os.PathLike, write: Callable[[Any], None]) -> Path:
     """Create `path` with write(binary file), atomically: a reader (or a crash) never sees half a file.
 
     The data goes to a temporary file in the same folder (os.replace is atomic only within one file
     system), is flushed to disk, and then replaces `path` in one step, so an interrupted save leaves
-    the previous file intact and no temporary file behind."""
+    the previous file intact and no temporary file behind. A failed write raises its OSError (errno
+    ENOSPC for a full disk), whatever `write` wrapped it in."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            write(fh)
+            recording = _WriteErrors(fh)
+            try:
+                write(recording)
+            except Exception as err:
+                if recording.error is not None and recording.error is not err:
+                    raise recording.error from None  # e.g. ENOSPC, which torch.save reports as a bare RuntimeError
+                raise
             fh.flush()
             os.fsync(fh.fileno())
         umask = os.umask(0)

@@ -50,6 +50,7 @@ from pathlib import Path
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from p2p_lib.data import SIXTEEN_BIT_MODES, PairedDataError, convert_mode
+from p2p_lib.optiontypes import number
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")  # as p2p_lib.data reads
 JPEG_QUALITY = 95
@@ -351,11 +352,11 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--fold_A", required=True, help="folder of A images (or of split folders of them)")
     parser.add_argument("--fold_B", required=True, help="folder of B images, laid out like --fold_A")
     parser.add_argument("--fold_AB", required=True, help="output folder")
-    parser.add_argument("--num_imgs", type=int, default=None, help="use at most this many pairs per split")
+    parser.add_argument("--num_imgs", type=number(int, 1), default=None, help="use at most this many pairs per split")
     parser.add_argument("--use_AB", action="store_true",
                         help="pair x_A.ext with x_B.ext and write x.ext (as the official script)")
     parser.add_argument("--no_multiprocessing", action="store_true", help="write in a single thread")
-    parser.add_argument("--workers", type=int, default=None, help="writer threads (default: CPUs, at most 8)")
+    parser.add_argument("--workers", type=number(int, 1), default=None, help="writer threads (default: CPUs, at most 8)")
     parser.add_argument("--resize", nargs="?", const="bicubic", choices=sorted(RESAMPLE), default=None,
                         help="resize B to A's size when they differ (bicubic; 'nearest' keeps label colours exact)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that already exist")

@@ -35,13 +35,35 @@ def pick_device(device: str | torch.device | None = None) -> torch.device:
     """The device to train on: the one named ('cpu', 'cuda:1', 'mps'), else CUDA when there is a GPU,
     else Apple's MPS, else the CPU (the fallback: it works everywhere, only slower)."""
     if device is not None:
-        return torch.device(device)
+        return _checked_device(device)
     if torch.cuda.is_available():
         return torch.device("cuda")
     mps = getattr(torch.backends, "mps", None)
     if mps is not None and mps.is_available():
         return torch.device("mps")
     return torch.device("cpu")
+
+
+def _checked_device(name: str | torch.device) -> torch.device:
+    "The named device, if this machine has it; ValueError saying what it has otherwise."
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {str(name)!r}: use cpu, cuda, cuda:N (N from 0) or mps") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            why = "this PyTorch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise ValueError(f"device {str(name)!r}: {why}; use cpu")
+        count = torch.cuda.device_count()
+        if device.index is not None and device.index >= count:
+            raise ValueError(f"device {str(name)!r}: this machine has {count} GPU(s): cuda:0 to cuda:{count - 1}")
+    elif device.type == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise ValueError(f"device {str(name)!r}: Apple's MPS is not available here; use cpu")
+    elif device.type != "cpu":
+        raise ValueError(f"device {str(name)!r}: this library runs on cpu, cuda or mps")
+    return device
 
 
 def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str]:

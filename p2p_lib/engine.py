@@ -31,6 +31,7 @@ import random
 import signal
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,6 +44,9 @@ from p2p_lib.checkpoint import (FORMAT, VERSION, CheckpointError, generator_chec
                                 jsonable_options, load_checkpoint, load_state_dict_strict, save_checkpoint, state_path)
 from p2p_lib.device import AMP_CHOICES, pick_device, pick_speed
 from p2p_lib.losses import GAN_MODES
+from p2p_lib.optiontypes import count_or_inf, number
+from p2p_lib.rundir import (RunFolderError, RunFolderLock, check_free_space, checkpoint_bytes, describe_write_error,
+                            megabytes, remove_leftover_temporaries)
 from p2p_lib.networks import ARCHITECTURE_OPTIONS, NETD_CHOICES, NETG_NUM_DOWNS, INIT_TYPES, size_multiple_of
 from p2p_lib.train import (LOSS_NAMES, LR_POLICIES, Hooks, SeededPairs, TrainingDiverged, build_training, fit,
                            image_grid, l1_and_psnr, lr_factor, steps_per_epoch, train_step, translate_batch,
@@ -90,10 +94,6 @@ def _notice(text: str) -> None:
 
 # ----------------------------------------------------------------------------------------- options
 
-def _inf_or_int(text: str) -> float:
-    return float("inf") if str(text).lower() in ("inf", "infinity") else int(text)
-
-
 def _default(name: str) -> str:
     return f" (default: {FRESH_DEFAULTS[name]}; with --continue_train: the checkpoint's)"
 
@@ -111,19 +111,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     data.add_argument("--phase", default=None, help="the split to train on" + _default("phase"))
     data.add_argument("--input_nc", type=int, default=None, choices=(1, 3), help="input channels" + _default("input_nc"))
     data.add_argument("--output_nc", type=int, default=None, choices=(1, 3), help="output channels" + _default("output_nc"))
-    data.add_argument("--load_size", type=int, default=None, help="resize images to this size" + _default("load_size"))
-    data.add_argument("--crop_size", type=int, default=None, help="then crop to this size at random" + _default("crop_size"))
+    data.add_argument("--load_size", type=number(int, 1), default=None, help="resize images to this size" + _default("load_size"))
+    data.add_argument("--crop_size", type=number(int, 1), default=None, help="then crop to this size at random" + _default("crop_size"))
     data.add_argument("--preprocess", default=None,
                       help="resize_and_crop | crop | scale_width | scale_width_and_crop | none" + _default("preprocess"))
     data.add_argument("--no_flip", action="store_true", default=None, help="no random horizontal flips")
     data.add_argument("--serial_batches", action="store_true", default=None,
                       help="take pairs in order instead of shuffled")
-    data.add_argument("--max_dataset_size", type=_inf_or_int, default=None,
+    data.add_argument("--max_dataset_size", type=count_or_inf, default=None,
                       help="use at most this many training pairs (default: all)")
-    data.add_argument("--num_workers", "--num_threads", dest="num_workers", type=int, default=None,
+    data.add_argument("--num_workers", "--num_threads", dest="num_workers", type=number(int, 0), default=None,
                       help="data-loading worker processes (default: 0 on a CPU, 4 on a GPU; --num_threads is the "
                            "official name). The results do not depend on it.")
-    data.add_argument("--num_val", type=int, default=10,
+    data.add_argument("--num_val", type=number(int, 0), default=10,
                       help="validation pairs scored (L1, PSNR on [0, 1]) and shown each epoch, from DATAROOT/val if "
                            "it exists (default: 10; 0: none)")
 
@@ -132,33 +132,33 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     model.add_argument("--netG", default=None, help=f"generator: {' | '.join(NETG_NUM_DOWNS)}" + _default("netG"))
     model.add_argument("--netD", default=None, help="discriminator: basic (70x70 PatchGAN) | n_layers (PatchGAN with "
                                                     "--n_layers_D) | pixel (1x1)" + _default("netD"))
-    model.add_argument("--n_layers_D", type=int, default=None, help="PatchGAN depth for --netD n_layers" + _default("n_layers_D"))
-    model.add_argument("--ngf", type=int, default=None, help="generator filters in the first layer" + _default("ngf"))
-    model.add_argument("--ndf", type=int, default=None, help="discriminator filters in the first layer" + _default("ndf"))
+    model.add_argument("--n_layers_D", type=number(int, 1), default=None, help="PatchGAN depth for --netD n_layers" + _default("n_layers_D"))
+    model.add_argument("--ngf", type=number(int, 1), default=None, help="generator filters in the first layer" + _default("ngf"))
+    model.add_argument("--ndf", type=number(int, 1), default=None, help="discriminator filters in the first layer" + _default("ndf"))
     model.add_argument("--norm", default=None, choices=("batch", "instance", "none"), help=_default("norm").strip(" ()"))
     model.add_argument("--no_dropout", action="store_true", default=None, help="no dropout in the generator")
     model.add_argument("--init_type", default=None, choices=INIT_TYPES, help="weight init" + _default("init_type"))
-    model.add_argument("--init_gain", type=float, default=None, help="scale of the init" + _default("init_gain"))
+    model.add_argument("--init_gain", type=number(float, above=0), default=None, help="scale of the init" + _default("init_gain"))
     model.add_argument("--gan_mode", default="vanilla",
                        help=f"adversarial loss: {' | '.join(GAN_MODES)} (default: vanilla, the paper's)")
-    model.add_argument("--lambda_L1", type=float, default=100.0, help="weight of the L1 term (default: 100)")
-    model.add_argument("--pool_size", type=int, default=0, help="image pool size; pix2pix uses none (0)")
+    model.add_argument("--lambda_L1", type=number(float, 0), default=100.0, help="weight of the L1 term (default: 100)")
+    model.add_argument("--pool_size", type=number(int, 0), default=0, help="image pool size; pix2pix uses none (0)")
 
     optim = parser.add_argument_group("optimisation (given with --continue_train, these apply from there on)")
-    optim.add_argument("--lr", type=float, default=2e-4, help="Adam learning rate (default: 0.0002)")
-    optim.add_argument("--beta1", type=float, default=0.5, help="Adam beta1 (default: 0.5)")
-    optim.add_argument("--batch_size", type=int, default=None, help="pairs per step and per GPU" + _default("batch_size"))
-    optim.add_argument("--n_epochs", type=int, default=100, help="epochs at the initial learning rate (default: 100)")
-    optim.add_argument("--n_epochs_decay", type=int, default=100,
+    optim.add_argument("--lr", type=number(float, above=0), default=2e-4, help="Adam learning rate (default: 0.0002)")
+    optim.add_argument("--beta1", type=number(float, 0, below=1), default=0.5, help="Adam beta1 (default: 0.5)")
+    optim.add_argument("--batch_size", type=number(int, 1), default=None, help="pairs per step and per GPU" + _default("batch_size"))
+    optim.add_argument("--n_epochs", type=number(int, 0), default=100, help="epochs at the initial learning rate (default: 100)")
+    optim.add_argument("--n_epochs_decay", type=number(int, 0), default=100,
                        help="epochs of linear decay to zero after that (default: 100)")
     optim.add_argument("--lr_policy", default="linear",
                        help="linear (official: constant, then linear decay) | constant (the paper, the Lua code)")
-    optim.add_argument("--epoch_count", type=int, default=None,
+    optim.add_argument("--epoch_count", type=number(int, 1), default=None,
                        help="number of the first epoch of a fresh run (default: 1); a resumed run continues from "
                             "its checkpoint")
-    optim.add_argument("--max_steps", type=int, default=None,
+    optim.add_argument("--max_steps", type=number(int, 1), default=None,
                        help="stop after this many iterations in all (counted across resumes)")
-    optim.add_argument("--seed", type=int, default=None, help="seed of every random choice" + _default("seed"))
+    optim.add_argument("--seed", type=number(int, 0, maximum=2**63 - 1), default=None, help="seed of every random choice" + _default("seed"))
 
     hardware = parser.add_argument_group("hardware (the fast settings are picked per device and printed)")
     hardware.add_argument("--device", default=None,
@@ -185,10 +185,10 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     save.add_argument("--continue_train", action="store_true",
                       help="resume from CHECKPOINTS_DIR/NAME/{EPOCH}_state.pt, with its architecture and data options")
     save.add_argument("--epoch", default="latest", help="checkpoint to resume: latest (default) or an epoch number")
-    save.add_argument("--print_freq", type=int, default=100, help="log the losses every N iterations (default: 100)")
-    save.add_argument("--save_latest_freq", type=int, default=5000,
+    save.add_argument("--print_freq", type=number(int, 1), default=100, help="log the losses every N iterations (default: 100)")
+    save.add_argument("--save_latest_freq", type=number(int, 1), default=5000,
                       help="save latest_* every N iterations (default: 5000)")
-    save.add_argument("--save_epoch_freq", type=int, default=5,
+    save.add_argument("--save_epoch_freq", type=number(int, 1), default=5,
                       help="save {epoch}_* every N epochs (default: 5); each full state of the default model is "
                            "about 0.7 GB")
     save.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs `pip install tensorboard`)")
@@ -223,15 +223,19 @@ def _check_choices(opts: dict) -> None:
                          f"(linear = the official default, constant = the paper's)")
     if opts["pool_size"] != 0:
         raise SystemExit("--pool_size: pix2pix trains without an image pool (0); the pool is CycleGAN's")
-    for option in ("batch_size", "print_freq", "save_latest_freq", "save_epoch_freq"):
-        if opts[option] is not None and opts[option] < 1:
-            raise SystemExit(f"--{option} must be at least 1, got {opts[option]}")
-    if opts["max_steps"] is not None and opts["max_steps"] < 0:
-        raise SystemExit(f"--max_steps must be positive, got {opts['max_steps']}")
+    name = opts["name"]
+    if not name.strip() or Path(name).is_absolute() or ".." in Path(name).parts:
+        raise SystemExit(f"--name {name!r}: the run's folder name inside --checkpoints_dir (not empty, not an absolute "
+                         f"path, no '..'); to write elsewhere, give --checkpoints_dir")
+    if opts["n_epochs"] + opts["n_epochs_decay"] < 1:
+        raise SystemExit("--n_epochs + --n_epochs_decay is 0: nothing to train (the official default is 100 + 100)")
 
 
 def _check_sizes(opts: dict) -> None:
     multiple = size_multiple_of(opts["netG"])
+    if opts["preprocess"] == "resize_and_crop" and opts["crop_size"] > opts["load_size"]:
+        raise SystemExit(f"--crop_size {opts['crop_size']} is larger than --load_size {opts['load_size']}: the random "
+                         f"crop must fit in the resized image (the paper: 286 -> 256; 143 -> 128 at half size)")
     if opts["preprocess"] in ("resize_and_crop", "crop", "scale_width_and_crop") and opts["crop_size"] % multiple:
         raise SystemExit(f"--crop_size {opts['crop_size']}: --netG {opts['netG']} needs a multiple of {multiple}"
                          + (" (use --netG unet_128 for 128 px)" if opts["crop_size"] % 128 == 0 else ""))
@@ -376,6 +380,10 @@ def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
 
 # ------------------------------------------------------------------------------------ checkpoints
 
+class SaveFailed(Exception):
+    """A checkpoint or log could not be written (disk full, read-only, ...): the files saved before are intact."""
+
+
 def _save(run, opts: dict, run_dir: Path, tag, world: int, main_process: bool) -> None:
     "The TrainingRun as {tag}_state.pt (with every process's random state) and its generator as {tag}_net_G.pt."
     rng = _rng_state()
@@ -402,9 +410,37 @@ def _read_state(opts: dict, run_dir: Path) -> tuple[dict, Path]:
         found = sorted(p.name for p in run_dir.glob("*_state.pt")) if run_dir.is_dir() else []
         raise SystemExit(f"--continue_train: no checkpoint {path}" + (f" (found: {', '.join(found)})" if found else ""))
     try:
-        return load_checkpoint(path, map_location="cpu", kind="train_state"), path
+        state = load_checkpoint(path, map_location="cpu", kind="train_state")
     except CheckpointError as err:
         raise SystemExit(f"--continue_train: {err}") from None
+    newer = _newer_checkpoints(run_dir, str(opts["epoch"]), int(state["step"]))
+    if newer:
+        fork = Path(opts["checkpoints_dir"]) / f"{opts['name']}_from_{opts['epoch']}"
+        raise SystemExit(f"--continue_train --epoch {opts['epoch']}: {run_dir} has newer checkpoints ({', '.join(newer)}), "
+                         f"which going on from {path.name} would overwrite. To go on from epoch {opts['epoch']} "
+                         f"deliberately, make it a new run: mkdir -p {fork} && cp {path} {fork}/latest_state.pt, then "
+                         f"p2p train --name {fork.name} --checkpoints_dir {opts['checkpoints_dir']} --continue_train")
+    return state, path
+
+
+def _newer_checkpoints(run_dir: Path, tag: str, step: int) -> list[str]:
+    "The training states in run_dir past `step` (the state of `tag`): latest by its step, numbered ones by epoch."
+    if tag == "latest":
+        return []
+    newer = []
+    latest = state_path(run_dir, "latest")
+    if latest.is_file():
+        try:
+            latest_step = int(load_checkpoint(latest, map_location="cpu", kind="train_state")["step"])
+        except (CheckpointError, KeyError, ValueError):
+            latest_step = None  # unreadable: it may hold newer work; do not overwrite it either
+        if latest_step is None or latest_step > step:
+            newer.append(f"{latest.name} at iteration {latest_step if latest_step is not None else '?'}")
+    if tag.isdigit():
+        numbered = [p for p in run_dir.glob("*_state.pt") if p.name.split("_")[0].isdigit()]
+        newer += [p.name for p in sorted(numbered, key=lambda p: int(p.name.split("_")[0]))
+                  if int(p.name.split("_")[0]) > int(tag)]
+    return newer
 
 
 def _restore(run, state: dict, opts: dict, rank: int, world: int) -> str:
@@ -453,8 +489,11 @@ class _Log:
 
     def write(self, record: dict) -> None:
         if self.file is not None:
-            self.file.write(json.dumps(record) + "\n")
-            self.file.flush()
+            try:
+                self.file.write(json.dumps(record) + "\n")
+                self.file.flush()
+            except OSError as err:
+                raise SaveFailed(f"could not write {self.file.name}: {describe_write_error(err, Path(self.file.name).parent)}") from None
         if self.writer is not None:
             for key, value in record.items():
                 if isinstance(value, (int, float)) and key not in ("step", "epoch", "epoch_iter"):
@@ -481,9 +520,13 @@ class _Validation:
         if self.A is None:  # (with SyncBatchNorm, rank 0 alone cannot run G: it would wait for the others)
             return {}
         fake = translate_batch(_unwrap(G), self.A, seed=self.seed)
-        (self.run_dir / "images").mkdir(exist_ok=True)
         from PIL import Image
-        Image.fromarray(image_grid(self.A[:4], fake[:4], self.B[:4]).numpy()).save(self.run_dir / "images" / f"{tag}.png")
+        path = self.run_dir / "images" / f"{tag}.png"
+        try:
+            path.parent.mkdir(exist_ok=True)
+            Image.fromarray(image_grid(self.A[:4], fake[:4], self.B[:4]).numpy()).save(path)
+        except OSError as err:
+            raise SaveFailed(f"could not write {path}: {describe_write_error(err, self.run_dir)}") from None
         scores = l1_and_psnr(fake, self.B)
         return {"val_L1": scores["L1"], "val_PSNR": scores["PSNR"]}
 
@@ -545,7 +588,16 @@ class CommandHooks(Hooks):
             self.save(run, epoch)
 
     def save(self, run, tag) -> None:
-        _save(run, self.opts, self.run_dir, tag, self.world, self.main_process)
+        "Save `run` as `tag`; SaveFailed (saying what is kept) if the files cannot be written."
+        try:
+            _save(run, self.opts, self.run_dir, tag, self.world, self.main_process)
+        except OSError as err:
+            kept = (f"the checkpoint of iteration {self.saved_at} ({state_path(self.run_dir, 'latest')}) is intact: "
+                    f"make room and resume with --continue_train" if self.saved_at is not None else
+                    "nothing was saved in this run" + (" (an earlier one's checkpoint is intact)" if self.opts["continue_train"] else ""))
+            raise SaveFailed(f"could not save {state_path(self.run_dir, tag)}: {describe_write_error(err, self.run_dir)}; "
+                             f"a save needs about {megabytes(checkpoint_bytes(_unwrap(run.G), _unwrap(run.D)))}. "
+                             f"Training stopped at iteration {run.step}; {kept}") from None
         self.saved_at = run.step
 
     def _print_losses(self, run) -> None:
@@ -578,14 +630,21 @@ class CommandHooks(Hooks):
 
 # --------------------------------------------------------------------------------------- training
 
+def _named_device(opts: dict) -> torch.device:
+    try:
+        return pick_device(opts["device"])
+    except ValueError as err:
+        raise SystemExit(f"--device: {err}" + (f" (from --gpu_ids {opts['gpu_ids']})" if opts.get("gpu_ids") else "")) from None
+
+
 def _distributed_device(opts: dict) -> tuple[torch.device, int, int]:
     "(device, rank, world): under torchrun (WORLD_SIZE > 1) join the process group, one GPU per process."
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return pick_device(opts["device"]), rank, world
+        return _named_device(opts), rank, world
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = opts["device"] is None and torch.cuda.is_available()
-    device = torch.device(f"cuda:{local_rank}") if use_cuda else pick_device(opts["device"])
+    device = torch.device(f"cuda:{local_rank}") if use_cuda else _named_device(opts)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
@@ -658,12 +717,45 @@ def _prepare(opts: dict, device: torch.device, rank: int, world: int):
     return opts, run_dir, pairs, run, resumed
 
 
+@contextmanager
+def _claimed(run_dir: Path, run, opts: dict, main_process: bool):
+    """Rank 0 holds the run folder's lock while it trains (a second run with the same --name is refused),
+    removes what a killed save left behind, and checks that the disk can hold a checkpoint, all before
+    the first step."""
+    if not main_process:
+        yield
+        return
+    lock = RunFolderLock(run_dir, f"p2p train --name {opts['name']} --checkpoints_dir {opts['checkpoints_dir']}")
+    try:
+        lock.__enter__()
+        try:
+            removed = remove_leftover_temporaries(run_dir)
+            if removed:
+                _notice(f"removed {len(removed)} temporary file(s) an interrupted save left in {run_dir}: "
+                        + ", ".join(removed))
+            check_free_space(run_dir, checkpoint_bytes(_unwrap(run.G), _unwrap(run.D)))
+            (run_dir / "opt.json").write_text(json.dumps(jsonable_options(opts), indent=2) + "\n")
+        except BaseException:
+            lock.__exit__()
+            raise
+    except RunFolderError as err:
+        raise SystemExit(f"p2p train: {err}") from None
+    except OSError as err:  # opt.json could not be written
+        raise SystemExit(f"p2p train: cannot write to {run_dir}: {describe_write_error(err, run_dir)}") from None
+    try:
+        yield
+    finally:
+        lock.__exit__()
+
+
 def _train(opts, on_step, device, rank, world) -> dict:
     opts, run_dir, pairs, run, resumed = _prepare(opts, device, rank, world)
+    with _claimed(run_dir, run, opts, rank == 0):
+        return _train_claimed(opts, on_step, run_dir, pairs, run, resumed, rank, world, device)
+
+
+def _train_claimed(opts, on_step, run_dir, pairs, run, resumed, rank, world, device) -> dict:
     main_process = rank == 0
-    if main_process:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "opt.json").write_text(json.dumps(jsonable_options(opts), indent=2) + "\n")
     log = _Log(run_dir, opts["tensorboard"], main_process)
     per_epoch = steps_per_epoch(pairs, opts["batch_size"], world)
     n_G, n_D = (sum(p.numel() for p in _unwrap(net).parameters()) / 1e6 for net in (run.G, run.D))
@@ -709,20 +801,33 @@ def _loop(opts, run, pairs, hooks: CommandHooks, device, rank, world) -> dict:
         _say(f"\nTraining stopped: {err}. The run diverged; {kept}. Try a lower --lr, --gan_mode lsgan, "
              f"or check the data (`p2p check-data`).", sys.stderr)
     except KeyboardInterrupt:
-        outcome = {"status": "interrupted", "exit_code": 130}
-        if hooks.inside and world == 1:
-            hooks.save(run, "latest")
-            _say(f"\ninterrupted: saved {state_path(run_dir, 'latest')} at iteration {run.step}; "
-                 f"resume with the same command and --continue_train")
-        else:
-            _say(f"\ninterrupted {'inside an iteration' if world == 1 else 'while other processes run'}: not "
-                 f"saving; the last checkpoint ({'iteration ' + str(hooks.saved_at) if hooks.saved_at else 'none in this run'}) is kept")
+        outcome = _save_on_interrupt(run, hooks, world)
+    except SaveFailed as err:
+        outcome = {"status": "save_failed", "exit_code": 1}
+        _say(f"\np2p train: {err}", sys.stderr)
     except Exception as err:
         if not _is_oom(err):
             raise
         outcome = {"status": "oom", "exit_code": 1}
         _say(f"\n{OOM_ADVICE}\n({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})", sys.stderr)
     return {**outcome, "step": run.step, "epoch": run.epoch, "run_dir": str(run_dir)}
+
+
+def _save_on_interrupt(run, hooks: CommandHooks, world: int) -> dict:
+    "A second Ctrl-C (or one outside a step) stops at once: save if the run is consistent, and say what is kept."
+    run_dir = hooks.run_dir
+    if hooks.inside and world == 1:
+        try:
+            hooks.save(run, "latest")
+        except SaveFailed as err:
+            _say(f"\ninterrupted, and {err}", sys.stderr)
+            return {"status": "save_failed", "exit_code": 1}
+        _say(f"\ninterrupted: saved {state_path(run_dir, 'latest')} at iteration {run.step}; "
+             f"resume with the same command and --continue_train")
+    else:
+        _say(f"\ninterrupted {'inside an iteration' if world == 1 else 'while other processes run'}: not "
+             f"saving; the last checkpoint ({'iteration ' + str(hooks.saved_at) if hooks.saved_at else 'none in this run'}) is kept")
+    return {"status": "interrupted", "exit_code": 130}
 
 
 def _num_workers(opts: dict, device: torch.device) -> int:

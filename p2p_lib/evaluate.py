@@ -24,6 +24,9 @@ import torch
 
 from p2p_lib.checkpoint import CheckpointError, generator_candidates, load_generator
 from p2p_lib.data import PairedDataError, PairedImageDataset
+from p2p_lib.device import pick_device
+from p2p_lib.optiontypes import number
+from p2p_lib.rundir import RunFolderError, describe_write_error, make_folder
 from p2p_lib.inference import evaluate_generator, image_files, to_pil, translate
 from p2p_lib.networks import GENERATOR_OPTIONS
 
@@ -72,10 +75,10 @@ def _device(args) -> torch.device:
         wanted = "cpu" if first == "-1" else f"cuda:{first}"
     if wanted in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(wanted)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError(f"--device {wanted}: CUDA is not available on this machine (use --device cpu)")
-    return device
+    try:
+        return pick_device(wanted)
+    except ValueError as err:
+        raise CheckpointError(f"--device: {err}") from None
 
 
 def _model_source(args) -> Path:
@@ -102,12 +105,12 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--eval", action="store_true",
                        help="eval mode: dropout off, BatchNorm running statistics. Default: the paper's and the "
                             "official test.py's train mode (dropout on, each image's own statistics)")
-    group.add_argument("--seed", type=int, default=0,
+    group.add_argument("--seed", type=number(int, 0, maximum=2**63 - 1), default=0,
                        help="seed for train mode's dropout: the same seed gives the same outputs (default: %(default)s)")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     arch = parser.add_argument_group("architecture (read from the checkpoint; give them only to override)")
     arch.add_argument("--netG", default=None, choices=["unet_256", "unet_128"], help="generator")
-    arch.add_argument("--ngf", type=int, default=None, help="generator filters in the first layer")
+    arch.add_argument("--ngf", type=number(int, 1), default=None, help="generator filters in the first layer")
     arch.add_argument("--norm", default=None, choices=["batch", "instance", "none"], help="normalisation layer")
     arch.add_argument("--no_dropout", action="store_true", help="the generator has no dropout")
     arch.add_argument("--input_nc", type=int, default=None, choices=[1, 3], help="input channels")
@@ -184,7 +187,11 @@ def run_test(args) -> int:
     name = args.name or (Path(args.checkpoint).stem if args.checkpoint else "experiment_name")
     web_dir = Path(args.results_dir) / name / f"{args.phase}_{args.epoch}"
     image_dir = web_dir / "images"
-    image_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        make_folder(image_dir, "results folder")
+    except RunFolderError as err:
+        print(f"error: {err} (--results_dir)", file=sys.stderr)
+        return 1
     used, files = set(), {}
 
     def save(index, item, fake, scores):
@@ -206,6 +213,21 @@ def run_test(args) -> int:
     except PairedDataError as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except OSError as err:  # writing the images
+        print(f"error: cannot write the results in {image_dir}: {describe_write_error(err, web_dir)}", file=sys.stderr)
+        return 1
+    try:
+        about = {"name": name, "checkpoint": str(source), "dataroot": str(dataroot), "phase": args.phase,
+                 "epoch": args.epoch, "eval_mode": args.eval, "seed": None if args.eval else args.seed,
+                 "direction": options.get("direction") or "AtoB", "load_size": load_size, "crop_size": crop_size}
+        return _write_results(args, web_dir, about, files, result, mode)
+    except OSError as err:
+        print(f"error: cannot write the results in {web_dir}: {describe_write_error(err, web_dir)}", file=sys.stderr)
+        return 1
+
+
+def _write_results(args, web_dir: Path, about: dict, files: dict, result: dict, mode: str) -> int:
+    "index.html and metrics.json (`about` the run, then the scores) of `p2p test`, and its summary lines."
     rows = [{**row, "files": files[row["index"]]} for row in result["per_image"]]
     color = result["color"]
     colour_text = "" if color is None else (f", colour histogram intersection L {color['L']:.3f} a {color['a']:.3f} "
@@ -213,11 +235,8 @@ def run_test(args) -> int:
     summary = (f"{result['count']} images: L1 {result['L1']:.4f}, PSNR {result['PSNR']:.2f} dB, "
                f"SSIM {result['SSIM']:.4f}, detail ratio {result['detail']:.3f}{colour_text} (images on [0, 1]); {mode}")
     if not args.no_html:
-        _write_index(web_dir / "index.html", f"{name}: {args.phase} split, epoch {args.epoch}", rows, summary)
-    metrics = {"name": name, "checkpoint": str(source), "dataroot": str(dataroot), "phase": args.phase,
-               "epoch": args.epoch, "eval_mode": args.eval, "seed": None if args.eval else args.seed,
-               "direction": options.get("direction") or "AtoB", "load_size": load_size, "crop_size": crop_size,
-               "scale": "images on [0, 1]; PSNR in dB", "count": result["count"],
+        _write_index(web_dir / "index.html", f"{about['name']}: {args.phase} split, epoch {args.epoch}", rows, summary)
+    metrics = {**about, "scale": "images on [0, 1]; PSNR in dB", "count": result["count"],
                "L1": _json_number(result["L1"]), "PSNR": _json_number(result["PSNR"]),
                "SSIM": _json_number(result["SSIM"]), "detail": _json_number(result["detail"]),
                "color": None if color is None else {k: _json_number(v) for k, v in color.items()},
@@ -267,6 +286,12 @@ def run_translate(args) -> int:
         return 1
     output = Path(args.output)
     jobs, problems = _translate_jobs(args.inputs, output)
+    try:  # every output folder first: a file in the way is one line, before any work
+        for folder in sorted({dst.parent for _, dst in jobs}):
+            make_folder(folder, "output folder")
+    except RunFolderError as err:
+        print(f"error: {err} (--output)", file=sys.stderr)
+        return 1
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     size = args.size or int(options.get("crop_size") or 0) or None
@@ -284,9 +309,12 @@ def run_translate(args) -> int:
             print(f"error: {src}: cannot translate it: {err}", file=sys.stderr)
             problems.append(str(src))
             continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
         extra = {"quality": 95} if dst.suffix.lower() in (".jpg", ".jpeg") else {}
-        result.save(dst, **extra)
+        try:
+            result.save(dst, **extra)
+        except OSError as err:
+            print(f"error: cannot write {dst}: {describe_write_error(err, dst.parent)}", file=sys.stderr)
+            return 1
         written += 1
         print(f"{src} -> {dst} ({result.width}x{result.height})")
     mode = "eval mode" if args.eval else f"train mode, seed {args.seed}"
@@ -313,15 +341,15 @@ def register_cli(subparsers) -> None:
                       help="dataset folder holding the PHASE split (default: the one saved with the checkpoint)")
     test.add_argument("--results_dir", default="./results/", help="where results go (default: %(default)s)")
     test.add_argument("--phase", default="test", help="split to translate: train, val, test (default: %(default)s)")
-    test.add_argument("--num_test", type=int, default=50,
+    test.add_argument("--num_test", type=number(int, 1), default=50,
                       help="translate at most this many pairs (default: %(default)s, as the official test.py)")
     test.add_argument("--model", default="pix2pix", help="pix2pix (or the official 'test'); nothing else")
     test.add_argument("--no_html", action="store_true", help="do not write index.html")
-    test.add_argument("--max_dataset_size", type=int, default=None, help="use at most this many pairs of the split")
+    test.add_argument("--max_dataset_size", type=number(int, 1), default=None, help="use at most this many pairs of the split")
     data = test.add_argument_group("data (read from the checkpoint; give them only to override)")
     data.add_argument("--direction", default=None, choices=["AtoB", "BtoA"], help="which side is the input")
-    data.add_argument("--load_size", type=int, default=None, help="resize to this size (default: the crop size)")
-    data.add_argument("--crop_size", type=int, default=None, help="the size the network sees")
+    data.add_argument("--load_size", type=number(int, 1), default=None, help="resize to this size (default: the crop size)")
+    data.add_argument("--crop_size", type=number(int, 1), default=None, help="the size the network sees")
     data.add_argument("--preprocess", default=None, choices=["resize_and_crop", "crop", "scale_width",
                                                                "scale_width_and_crop", "none"],
                       help="resize/crop rule, as the official --preprocess")
@@ -346,7 +374,7 @@ def register_cli(subparsers) -> None:
     trans.add_argument("--output", "-o", required=True, help="output file (one input) or folder")
     trans.add_argument("--fit", default="resize", choices=["resize", "pad"],
                        help="how to reach the network's size (default: %(default)s)")
-    trans.add_argument("--size", type=int, default=None,
+    trans.add_argument("--size", type=number(int, 1), default=None,
                        help="with --fit resize: the size to translate at (default: the checkpoint's crop_size)")
     trans.add_argument("--overwrite", action="store_true", help="replace outputs that exist already")
     _add_model_options(trans)

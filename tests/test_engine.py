@@ -111,7 +111,7 @@ def test_a_run_writes_checkpoints_logs_and_images(data, tmp_path):
     run = tmp_path / "ck" / "run"
     assert result["status"] == "done" and result["exit_code"] == 0 and result["step"] == 7
     names = sorted(p.name for p in run.iterdir())
-    assert names == ["1_net_G.pt", "1_state.pt", "images", "latest_net_G.pt", "latest_state.pt",
+    assert names == [".lock", "1_net_G.pt", "1_state.pt", "images", "latest_net_G.pt", "latest_state.pt",
                      "loss_log.jsonl", "opt.json"]
     assert sorted(p.name for p in (run / "images").iterdir()) == ["epoch001.png", "step000007.png"]
     assert Image.open(run / "images" / "epoch001.png").size == (3 * 128, 2 * 128)  # input | output | target
@@ -318,3 +318,37 @@ def test_compile_compiles_both_networks_in_place_and_checkpoints_keep_their_keys
     compiled.clear()
     train(tiny(data, tmp_path / "ck2", "--max_steps", "1"))
     assert compiled == []  # off by default
+
+
+@pytest.mark.parametrize("option, value, said", [
+    ("--lr", "-1", "must be more than 0, got -1"), ("--lr", "nan", "expected a finite number"),
+    ("--beta1", "1", "must be at least 0 and less than 1, got 1"), ("--beta1", "-0.1", "at least 0 and less than 1"),
+    ("--lambda_L1", "nan", "expected a finite number"), ("--init_gain", "0", "must be more than 0"),
+    ("--ngf", "0", "must be at least 1, got 0"), ("--ndf", "-4", "must be at least 1"),
+    ("--load_size", "0", "at least 1"), ("--crop_size", "-1", "at least 1"), ("--n_epochs", "-1", "at least 0"),
+    ("--n_epochs_decay", "x", "expected an integer"), ("--max_dataset_size", "0", "at least 1"),
+    ("--max_steps", "0", "at least 1"), ("--batch_size", "0", "at least 1"), ("--num_val", "-1", "at least 0"),
+    ("--seed", "-1", "at least 0"), ("--save_epoch_freq", "0", "at least 1"), ("--n_layers_D", "0", "at least 1"),
+])
+def test_numbers_out_of_range_are_refused_naming_the_option_and_range(tmp_path, capsys, option, value, said):
+    from p2p_lib.cli import main
+    with pytest.raises(SystemExit) as stopped:
+        main(["train", "--dataroot", str(tmp_path), "--checkpoints_dir", str(tmp_path / "ck"), option, value])
+    assert stopped.value.code == 2  # argparse's usage error, before anything runs
+    err = capsys.readouterr().err
+    assert f"argument {option}" in err and said in err and "Traceback" not in err
+    assert not (tmp_path / "ck").exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--n_epochs", "0", "--n_epochs_decay", "0"], "nothing to train"),
+    (["--load_size", "256", "--crop_size", "512", "--netG", "unet_256"], "larger than --load_size 256"),
+    (["--device", "tpu:0"], "unknown device 'tpu:0'"),
+    (["--device", "cuda:99"], "cuda:99"),
+])
+def test_impossible_combinations_and_devices_are_refused(data, tmp_path, argv, message):
+    if argv[:2] == ["--device", "cuda:99"] and torch.cuda.device_count() >= 100:
+        pytest.skip("a machine with 100 GPUs")
+    with pytest.raises(SystemExit, match=message):
+        train(tiny(data, tmp_path / "ck", *argv))
+    assert not (tmp_path / "ck").exists()

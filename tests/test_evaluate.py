@@ -229,3 +229,31 @@ def test_p2p_train_then_p2p_test_needs_no_repeated_options(tmp_path, capsys):
     metrics = json.loads((results / "run" / "test_latest" / "metrics.json").read_text())
     assert metrics["count"] == 2 and metrics["direction"] == "BtoA" and metrics["crop_size"] == 128
     assert Image.open(results / "run" / "test_latest" / "images" / "p0_fake_B.png").size == (128, 128)
+
+
+def test_bad_counts_and_devices_are_refused_before_anything_runs(run, capsys):
+    for option, value, said in (("--num_test", "-1", "must be at least 1, got -1"),
+                                ("--max_dataset_size", "0", "must be at least 1"), ("--seed", "x", "expected an integer")):
+        with pytest.raises(SystemExit) as stopped:
+            p2p_test(run, option, value)
+        err = capsys.readouterr().err
+        assert stopped.value.code == 2 and f"argument {option}" in err and said in err
+    assert main(["test", "--dataroot", str(run["data"]), "--name", "tiny", "--checkpoints_dir",
+                 str(run["checkpoints"]), "--results_dir", str(run["results"]), "--device", "gpu0"]) == 1
+    assert "unknown device 'gpu0'" in capsys.readouterr().err
+    assert not run["results"].exists()
+
+
+def test_results_and_outputs_that_cannot_be_written_are_one_line_each(run, capsys):
+    in_the_way = run["root"] / "a_file"
+    in_the_way.write_text("not a folder")
+    assert p2p_test(run, "--results_dir", str(in_the_way)) == 1
+    err = capsys.readouterr().err
+    assert f"cannot make the results folder {in_the_way}" in err and f"{in_the_way} is a file" in err
+    assert "Traceback" not in err
+    picture = run["root"] / "in.png"
+    Image.new("RGB", (64, 64), "blue").save(picture)
+    assert p2p_translate(run, str(picture), "--output", str(in_the_way / "out.png")) == 1
+    err = capsys.readouterr().err
+    assert "cannot make the output folder" in err and f"{in_the_way} is a file" in err and "Traceback" not in err
+    assert in_the_way.read_text() == "not a folder"

@@ -40,8 +40,17 @@ def pair(seed=1, size=32, batch=1):
 
 def test_pick_device_prefers_cuda_then_mps_then_cpu(monkeypatch):
     assert pick_device("cpu") == torch.device("cpu")
-    assert pick_device("cuda:1") == torch.device("cuda:1")  # named: taken as given
+    with monkeypatch.context() as two_gpus:  # named: taken as given, if the machine has it
+        two_gpus.setattr(torch.cuda, "is_available", lambda: True)
+        two_gpus.setattr(torch.cuda, "device_count", lambda: 2)
+        assert pick_device("cuda:1") == torch.device("cuda:1")
+        with pytest.raises(ValueError, match=r"'cuda:2': this machine has 2 GPU\(s\): cuda:0 to cuda:1"):
+            pick_device("cuda:2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ValueError, match="'cuda'"):
+        pick_device("cuda")
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        pick_device("gpu")
     if getattr(torch.backends, "mps", None) is not None:
         monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
     assert pick_device() == torch.device("cpu")
