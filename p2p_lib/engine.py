@@ -42,6 +42,7 @@ from torch import nn
 
 from p2p_lib.checkpoint import (FORMAT, VERSION, CheckpointError, generator_checkpoint, generator_path,
                                 jsonable_options, load_checkpoint, load_state_dict_strict, save_checkpoint, state_path)
+from p2p_lib.data import IMG_EXTENSIONS, PairedDataError  # lesson 05
 from p2p_lib.device import AMP_CHOICES, pick_device, pick_speed
 from p2p_lib.losses import GAN_MODES
 from p2p_lib.optiontypes import count_or_inf, number
@@ -512,9 +513,18 @@ class _Validation:
         self.A = self.B = None
         self.run_dir, self.seed = run_dir, opts["seed"]
         root = Path(opts["dataroot"])
-        if opts["num_val"] > 0 and (root / "val").exists() and main_process and not opts["sync_bn"]:
+        if opts["num_val"] == 0 or not main_process or opts["sync_bn"]:
+            return
+        if not (root / "val").is_dir() or not any(p.suffix.lower() in IMG_EXTENSIONS for p in (root / "val").iterdir()):
+            _notice(f"{root / 'val'} {'has no images' if (root / 'val').is_dir() else 'does not exist'}: "
+                    "training without validation (no val_L1 / val_PSNR in the log)")
+            return
+        try:
             self.A, self.B = val_tensors(root, opts["direction"], opts["crop_size"], opts["num_val"],
                                          input_nc=opts["input_nc"], output_nc=opts["output_nc"])
+        except PairedDataError as err:
+            raise SystemExit(f"p2p train: a validation image cannot be used (--num_val 0 trains without "
+                             f"validation):\n{err}") from None
 
     def __call__(self, G: nn.Module, tag: str) -> dict:
         if self.A is None:  # (with SyncBatchNorm, rank 0 alone cannot run G: it would wait for the others)
@@ -653,7 +663,7 @@ def _distributed_device(opts: dict) -> tuple[torch.device, int, int]:
 
 
 def _training_pairs(opts: dict) -> SeededPairs:
-    from p2p_lib.data import PairedDataError, PairedImageDataset  # lesson 05
+    from p2p_lib.data import PairedImageDataset  # lesson 05
     try:
         dataset = PairedImageDataset(opts["dataroot"], opts["phase"], direction=opts["direction"],
                                      load_size=opts["load_size"], crop_size=opts["crop_size"],
@@ -805,12 +815,36 @@ def _loop(opts, run, pairs, hooks: CommandHooks, device, rank, world) -> dict:
     except SaveFailed as err:
         outcome = {"status": "save_failed", "exit_code": 1}
         _say(f"\np2p train: {err}", sys.stderr)
+    except PairedDataError as err:
+        outcome = _stop_on_bad_data(run, hooks, err)
     except Exception as err:
         if not _is_oom(err):
             raise
         outcome = {"status": "oom", "exit_code": 1}
         _say(f"\n{OOM_ADVICE}\n({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})", sys.stderr)
     return {**outcome, "step": run.step, "epoch": run.epoch, "run_dir": str(run_dir)}
+
+
+def _data_error_text(err: PairedDataError) -> str:
+    "The dataset's own message, also when a DataLoader worker re-raised it with its traceback inside."
+    text = str(err)
+    if "Original Traceback" in text and "PairedDataError: " in text:
+        text = text.rsplit("PairedDataError: ", 1)[1].strip()
+    return text
+
+
+def _stop_on_bad_data(run, hooks: CommandHooks, err: PairedDataError) -> dict:
+    "A training image that cannot be used: keep the steps made (the run is between two steps), say which file."
+    saved = ""
+    if run.step > 0 and hooks.saved_at != run.step and hooks.world == 1:
+        try:
+            hooks.save(run, "latest")
+            saved = f" Saved {state_path(hooks.run_dir, 'latest')} at iteration {run.step}: fix or remove the file, then resume with --continue_train."
+        except SaveFailed as failed:
+            saved = f" And {failed}."
+    _say(f"\np2p train: stopped at iteration {run.step}: a training image cannot be used:\n{_data_error_text(err)}{saved}",
+         sys.stderr)
+    return {"status": "bad_data", "exit_code": 1}
 
 
 def _save_on_interrupt(run, hooks: CommandHooks, world: int) -> dict:
