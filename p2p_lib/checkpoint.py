@@ -68,7 +68,8 @@ MODEL_VERSION = "1"
 __all__ = ["CheckpointError", "FORMAT", "VERSION", "MODEL_FORMAT", "MODEL_VERSION", "NETG_NUM_DOWNS",
            "GENERATOR_OPTIONS", "save_checkpoint", "load_checkpoint", "build_generator", "load_generator",
            "generator_checkpoint", "load_state_dict_strict", "read_model_file", "is_model_file", "write_atomically",
-           "generator_candidates", "require_options", "state_path", "generator_path", "jsonable_options"]
+           "generator_candidates", "require_options", "state_path", "generator_path", "jsonable_options",
+           "check_architecture", "require_finite", "WIDTH_LIMITS"]
 
 
 def state_path(run_dir: str | os.PathLike, epoch: int | str = "latest") -> Path:
@@ -310,23 +311,67 @@ def build_generator(options: dict) -> UNetGenerator:
         raise CheckpointError(f"cannot build the generator these options describe: {err}") from None
 
 
-def load_state_dict_strict(module: nn.Module, state_dict: dict, what: str = "network") -> None:
-    """module.load_state_dict(strict) with a message that names every key that does not match."""
-    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
-        raise CheckpointError(f"the checkpoint's {what} is not a state dict of tensors")
-    own = module.state_dict()
+def _mismatch(own: dict, state_dict: dict) -> str:
+    "What keeps `state_dict` from loading into a network whose state dict is `own` ('' if nothing)."
     missing = [k for k in own if k not in state_dict]
     unexpected = [k for k in state_dict if k not in own]
     shapes = [f"shape mismatch for {k!r}: checkpoint {tuple(state_dict[k].shape)} vs network {tuple(v.shape)}"
               for k, v in own.items() if k in state_dict and state_dict[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        def some(keys):
-            return ", ".join(repr(k) for k in keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
-        parts = ([f"{len(missing)} missing keys: {some(missing)}"] if missing else []) + \
-                ([f"{len(unexpected)} unexpected keys: {some(unexpected)}"] if unexpected else []) + shapes[:5]
+
+    def some(keys):
+        return ", ".join(repr(k) for k in keys[:5]) + (f" and {len(keys) - 5} more" if len(keys) > 5 else "")
+    parts = ([f"{len(missing)} missing keys: {some(missing)}"] if missing else []) + \
+            ([f"{len(unexpected)} unexpected keys: {some(unexpected)}"] if unexpected else []) + shapes[:5]
+    return "; ".join(parts)
+
+
+def _require_tensors(state_dict, what: str) -> None:
+    if not isinstance(state_dict, dict) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
+        raise CheckpointError(f"the checkpoint's {what} is not a state dict of tensors")
+
+
+def load_state_dict_strict(module: nn.Module, state_dict: dict, what: str = "network") -> None:
+    """module.load_state_dict(strict) with a message that names every key that does not match."""
+    _require_tensors(state_dict, what)
+    mismatch = _mismatch(module.state_dict(), state_dict)
+    if mismatch:
         raise CheckpointError(f"the checkpoint's {what} does not fit the network built from its options "
-                              f"({type(module).__name__}): " + "; ".join(parts))
+                              f"({type(module).__name__}): {mismatch}")
     module.load_state_dict(state_dict, strict=True)
+
+
+# Widths a checkpoint may ask for: far above any real pix2pix (ngf 64), far below what would exhaust memory.
+WIDTH_LIMITS = {"ngf": 4096, "ndf": 4096, "input_nc": 64, "output_nc": 64, "n_layers_D": 16}
+
+
+def check_architecture(options: dict, state_dict: dict, what: str, build: Callable[[dict], nn.Module]) -> None:
+    """Refuse options that do not describe the stored tensors, before any real network is built: the widths
+    must be integers within WIDTH_LIMITS, and the network `build(options)` makes on the meta device (shapes
+    only, no memory) must have exactly the stored tensors' names and shapes. CheckpointError otherwise."""
+    _require_tensors(state_dict, what)
+    for key, limit in WIDTH_LIMITS.items():
+        value = options.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= limit):
+            raise CheckpointError(f"the checkpoint's option {key}={value!r} is not a width this library builds "
+                                  f"(an integer from 1 to {limit}): the file is damaged or was edited")
+    try:
+        with torch.device("meta"):
+            shell = build(options)
+    except (CheckpointError, ValueError, TypeError, RuntimeError, KeyError) as err:
+        raise CheckpointError(f"the checkpoint's options do not describe a {what} this library builds: {err}") from None
+    mismatch = _mismatch(shell.state_dict(), state_dict)
+    if mismatch:
+        raise CheckpointError(f"the checkpoint's {what} does not fit the network its options describe (an "
+                              f"option given that the weights do not have, or a damaged or edited file): {mismatch}")
+
+
+def require_finite(state_dict: dict, what: str) -> None:
+    "CheckpointError if any floating-point tensor holds NaN or Inf (a run that diverged before it was saved)."
+    bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"the checkpoint's {what} holds NaN or Inf in {len(bad)} tensors (first: {bad[0]!r}): "
+                              "it diverged before it was saved, and would turn every image into garbage. Use an "
+                              "earlier checkpoint")
 
 
 def generator_checkpoint(G: nn.Module, options: dict) -> dict:
@@ -368,8 +413,11 @@ def _from_our_checkpoint(obj: dict, path: Path, overrides: dict, warn: Callable[
             warn(f"--{key} {value} overrides the checkpoint's {key}={saved[key]!r}")
     options = {**saved, **overrides}
     require_options(path, options, GENERATOR_OPTIONS)
+    what = f"generator (G in {path.name})"
+    check_architecture(options, obj["G"], what, build_generator)
+    require_finite(obj["G"], what)
     G = build_generator(options)
-    load_state_dict_strict(G, obj["G"], what=f"generator (G in {path.name})")
+    load_state_dict_strict(G, obj["G"], what=what)
     return G, options
 
 
@@ -421,6 +469,7 @@ def load_generator(source: str | os.PathLike, epoch: int | str = "latest", name:
     if obj.get("format") in (FORMAT, MODEL_FORMAT):
         G, options = _from_our_checkpoint(obj, path, given, warn)
     elif is_official_unet_state_dict(obj):
+        require_finite(obj, f"generator ({path.name})")
         G, options = _from_official_state_dict(obj, given, warn)
     else:
         raise _not_a_generator(path, obj)

@@ -40,7 +40,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from p2p_lib.checkpoint import (FORMAT, VERSION, CheckpointError, generator_checkpoint, generator_path,
+from p2p_lib.checkpoint import (FORMAT, VERSION, CheckpointError, build_generator, check_architecture,
+                                generator_checkpoint, generator_path,
                                 jsonable_options, load_checkpoint, load_state_dict_strict, save_checkpoint, state_path)
 from p2p_lib.data import IMG_EXTENSIONS, PairedDataError  # lesson 05
 from p2p_lib.device import AMP_CHOICES, pick_device, pick_speed
@@ -48,7 +49,8 @@ from p2p_lib.losses import GAN_MODES
 from p2p_lib.optiontypes import count_or_inf, number
 from p2p_lib.rundir import (RunFolderError, RunFolderLock, check_free_space, checkpoint_bytes, describe_write_error,
                             megabytes, remove_leftover_temporaries)
-from p2p_lib.networks import ARCHITECTURE_OPTIONS, NETD_CHOICES, NETG_NUM_DOWNS, INIT_TYPES, size_multiple_of
+from p2p_lib.networks import (ARCHITECTURE_OPTIONS, NETD_CHOICES, NETG_NUM_DOWNS, INIT_TYPES, define_D,
+                              size_multiple_of)
 from p2p_lib.train import (LOSS_NAMES, LR_POLICIES, Hooks, SeededPairs, TrainingDiverged, build_training, fit,
                            image_grid, l1_and_psnr, lr_factor, steps_per_epoch, train_step, translate_batch,
                            val_tensors)
@@ -716,6 +718,12 @@ def _prepare(opts: dict, device: torch.device, rank: int, world: int):
     if opts["continue_train"]:
         state, source = _read_state(opts, run_dir)
         opts = resumed_options(opts, state["options"], source)
+        try:  # before anything is built: a damaged or edited file must not allocate what its options ask for
+            check_architecture(opts, state.get("G"), f"generator (G in {source.name})", build_generator)
+            check_architecture(opts, state.get("D"), f"discriminator (D in {source.name})",
+                               lambda options: define_D(options, init=False))
+        except CheckpointError as err:
+            raise SystemExit(f"--continue_train: {err}") from None
         opts["epoch_count"] = state["options"].get("epoch_count", 1)
     pairs = _training_pairs(opts)
     run = build_training(opts, device, _speed(opts, device))

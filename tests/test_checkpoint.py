@@ -226,3 +226,29 @@ def test_the_loading_modules_import_each_other_one_way():
     assert "p2p_lib.checkpoint" in _module_level_imports("modelfile")
     for lower in ("official", "networks"):
         assert not {"p2p_lib.checkpoint", "p2p_lib.modelfile"} & _module_level_imports(lower), lower
+
+
+@pytest.mark.parametrize("changes, said", [
+    ({"ngf": "4"}, "ngf='4' is not a width"), ({"ngf": -4}, "ngf=-4 is not a width"),
+    ({"ngf": True}, "ngf=True is not a width"), ({"ngf": 10**9}, r"an integer from 1 to 4096"),
+    ({"ngf": 4096}, "does not fit the network its options describe"),   # within the limit, but not what is stored
+    ({"ngf": 8}, r"shape mismatch for 'encoder.0.0.weight': checkpoint \(4, 3, 4, 4\) vs network \(8, 3, 4, 4\)"),
+    ({"netG": "unet_256"}, "does not fit the network its options describe"), ({"norm": "group"}, "do not describe a generator"),
+    ({"input_nc": 0}, "input_nc=0 is not a width"),
+])
+def test_tampered_options_are_checked_against_the_stored_tensors_before_any_network_is_built(tmp_path, changes, said):
+    saved = generator_checkpoint(small_generator(), OPTIONS)
+    saved["options"].update(changes)
+    path = save_checkpoint(tmp_path / "edited.pt", saved)
+    # ngf 4096 at unet_128 would be a 55-billion-parameter network: built for real, this test would run out of memory
+    with pytest.raises(CheckpointError, match=said):
+        load_generator(path)
+
+
+def test_a_generator_with_nan_weights_is_refused_at_load(tmp_path):
+    G = small_generator()
+    with torch.no_grad():
+        G.encoder[1][0].weight[0, 0, 0, 0] = float("nan")
+    path = save_checkpoint(tmp_path / "diverged.pt", generator_checkpoint(G, OPTIONS))
+    with pytest.raises(CheckpointError, match=r"holds NaN or Inf in 1 tensors \(first: 'encoder.1.0.weight'\)"):
+        load_generator(path)

@@ -190,3 +190,16 @@ def test_a_checkpoints_dir_that_is_a_file_or_read_only_is_one_line_before_traini
     with pytest.raises(SystemExit, match="cannot use the run folder .*: the file system is read-only"):
         train(tiny(data, tmp_path / "ro", "--max_steps", "1"), on_step=lambda step, losses: steps.append(step))
     assert steps == []
+
+
+@pytest.mark.parametrize("key, value, said", [("ngf", 4096, "does not fit the network its options describe"),
+                                              ("ndf", "4", "ndf='4' is not a width"),
+                                              ("n_layers_D", 10**6, "an integer from 1 to 16")])
+def test_a_tampered_training_state_is_refused_before_anything_is_built(data, tmp_path, key, value, said):
+    train(tiny(data, tmp_path / "ck", "--max_steps", "1"))
+    path = tmp_path / "ck" / "run" / "latest_state.pt"
+    saved = load_checkpoint(path)
+    saved["options"][key] = value  # unet_128 at ngf 4096 would need about 220 GB: built for real, this test dies
+    save_checkpoint(path, saved)
+    with pytest.raises(SystemExit, match=f"--continue_train: .*{said}"):
+        train(["--dataroot", str(data), "--name", "run", "--checkpoints_dir", str(tmp_path / "ck"), "--continue_train"])
