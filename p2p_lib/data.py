@@ -47,10 +47,13 @@ def open_image(path) -> Image.Image:
     The file is only read. (If some other code set PIL's ImageFile.LOAD_TRUNCATED_IMAGES = True,
     PIL pads truncated images silently and this check cannot see them.)"""
     try:
-        size = os.stat(path).st_size
+        info = os.stat(path)
     except OSError as err:
         raise PairedDataError(f"{path} {_os_reason(err)}.", path) from None
-    if size == 0:
+    if not stat.S_ISREG(info.st_mode):  # opening a FIFO would wait for a writer, forever
+        raise PairedDataError(f"{path} is not a regular file (a FIFO, socket or device): move it out of the "
+                              "dataset.", path)
+    if info.st_size == 0:
         raise PairedDataError(f"{path} is empty (0 bytes): re-copy it from its source, or move it out "
                               "of the dataset.", path)
     try:
@@ -146,7 +149,7 @@ def image_notes(img: Image.Image) -> list[str]:
         notes.append(f"16-bit grayscale (mode {mode}): scaled to 8 bits (v * 255 / 65535)")
     elif mode == "CMYK":
         notes.append("CMYK image: converted to RGB without colour management (colours may shift)")
-    elif mode not in ("RGB",) and "A" not in bands and "a" not in bands:
+    elif mode not in ("RGB", "F") and "A" not in bands and "a" not in bands:  # F is refused (convert_mode)
         notes.append(f"mode {mode}: converted to RGB by PIL")
     if "A" in bands or "a" in bands:
         notes.append(f"alpha channel (mode {mode}): dropped when fully opaque, refused when transparent")
@@ -166,6 +169,8 @@ ALIGNED_RATIO_RANGE = (1.8, 2.2)
 
 def check_pair_shape(width: int, height: int, path=None) -> None:
     """Raise PairedDataError unless a width x height file can be an A|B pair (even width, ~2:1)."""
+    if width < 2:
+        raise PairedDataError(f"{path} is {width}x{height}: too small to hold two halves A|B.", path)
     if width % 2:
         raise PairedDataError(
             f"{path} is {width}x{height}: an odd width cannot be cut into two equal halves A|B. "
@@ -277,6 +282,8 @@ def _stat_problem(path) -> str | None:
         return f"{path} {_os_reason(err)}."
     if stat.S_ISDIR(info.st_mode):
         return None
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path} is not a regular file (a FIFO, socket or device): move it out of the dataset."
     if info.st_size == 0:
         return f"{path} is empty (0 bytes): re-copy it from its source, or move it out of the dataset."
     return None

@@ -202,3 +202,20 @@ def test_check_data_fails_exactly_when_the_dataset_fails(good, capsys, maker, na
     status, out = check_data(capsys, good, "--phase", "train")
     assert status == int(dataset_failed), out
     assert name in out
+
+
+def test_messages_that_used_to_mislead(good, capsys):
+    """A FIFO is not 'an empty file' (and opening it would wait forever), a 1-pixel-wide file gets no advice to
+    pad to width 0, and a float TIFF is one error, not an error and a conversion note."""
+    fifo = good / "train" / "pipe.png"
+    os.mkfifo(fifo)
+    make.write_array(good / "train" / "thin.png", make.noise(1, 1))
+    make.write_array(good / "val" / "depth.tif", np.full((264, 520), 0.5, np.float32))
+    status, out = check_data(capsys, good)
+    assert status == 1
+    assert "pipe.png is not a regular file (a FIFO, socket or device)" in out and "pipe.png is empty" not in out
+    assert "thin.png is 1x1: too small to hold two halves A|B" in out and "e.g. 0" not in out
+    assert "depth.tif is a 32-bit float image (mode F)" in out and "mode F: converted to RGB" not in out
+    with pytest.raises(PairedDataError, match="not a regular file"):
+        from p2p_lib.data import open_image
+        open_image(fifo)
