@@ -39,9 +39,11 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import socket
 import sys
 import tarfile
+import time
 import urllib.error
 import urllib.request
 import zlib
@@ -49,11 +51,13 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from p2p_lib.optiontypes import number
 from p2p_lib.paths import PACKAGE_ROOT, PROJECT_ROOT
 
 MANIFESTS = PACKAGE_ROOT / "manifests"
 BASE_URL = "http://efrosgans.eecs.berkeley.edu/pix2pix/datasets"
 TIMEOUT_S = 60.0  # per socket operation (connect, each read), not for the whole download
+DEADLINE_S = 1800.0  # the whole download (--timeout): a server that drips a byte at a time ends too
 USER_AGENT = "p2p_lib (pix2pix course; python urllib)"
 
 
@@ -272,12 +276,15 @@ def copy_verified(src: Path, dest: Path, manifest_or_spec: dict[str, str] | Data
 # ----------------------------------------------------------------------------------------------
 # Download
 
-def fetch(url: str, target: Path, timeout: float = TIMEOUT_S, desc: str = "") -> tuple[str, int]:
-    """Stream `url` into the file `target` with a progress bar; return (sha256 hex, bytes)."""
+def fetch(url: str, target: Path, timeout: float = TIMEOUT_S, desc: str = "",
+          deadline: float | None = DEADLINE_S) -> tuple[str, int]:
+    """Stream `url` into the file `target` with a progress bar; return (sha256 hex, bytes). `timeout`: at
+    most this long for each socket operation; `deadline`: at most this long for the whole download."""
     from tqdm import tqdm
 
     request = urllib.request.Request(url, headers={"User-Agent": USER_AGENT})
     digest, received = hashlib.sha256(), 0
+    give_up = None if deadline is None else time.monotonic() + deadline
     try:
         with urllib.request.urlopen(request, timeout=timeout) as response:
             length = response.headers.get("Content-Length")
@@ -285,7 +292,10 @@ def fetch(url: str, target: Path, timeout: float = TIMEOUT_S, desc: str = "") ->
             print(f"  {total:,} bytes ({total / 2**20:,.1f} MiB)" if total is not None else "  size not announced")
             with open(target, "wb") as out, tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
                                                   desc=desc or url.rsplit("/", 1)[-1], disable=None) as bar:
-                while block := response.read(1 << 20):
+                while block := response.read1(1 << 20):  # read1: what has arrived, so the deadline is checked
+                    if give_up is not None and time.monotonic() > give_up:
+                        raise DownloadError(f"{url}: not finished within --timeout {deadline:g} s ({received:,} "
+                                            f"bytes so far); nothing was placed. A slow link? Give a longer --timeout")
                     out.write(block)
                     digest.update(block)
                     received += len(block)
@@ -437,7 +447,7 @@ def extract_archive(archive: Path, plan: ArchivePlan, staging: Path) -> None:
 
 
 def download_dataset(spec: DatasetSpec, dest: Path, url: str | None = None, sha256: str | None = None,
-                     timeout: float = TIMEOUT_S) -> Path:
+                     timeout: float = TIMEOUT_S, deadline: float | None = DEADLINE_S) -> Path:
     """Download `spec`'s archive (or `url`), check it, and place its splits at dest (dest must not exist)."""
     dest = Path(dest)
     url = url or spec.url
@@ -446,7 +456,7 @@ def download_dataset(spec: DatasetSpec, dest: Path, url: str | None = None, sha2
     with _Workspace(dest) as work:
         archive = work.path("download", ".tar.gz")
         print(f"{spec.name}: downloading {url}")
-        digest, size = fetch(url, archive, timeout=timeout, desc=f"{spec.name}.tar.gz")
+        digest, size = fetch(url, archive, timeout=timeout, desc=f"{spec.name}.tar.gz", deadline=deadline)
         if sha256 is not None and digest != sha256.lower():
             raise DownloadError(f"{url}: SHA-256 {digest} does not match the expected {sha256.lower()}; "
                                 f"nothing was placed")
@@ -470,7 +480,7 @@ def download_dataset(spec: DatasetSpec, dest: Path, url: str | None = None, sha2
 
 def ensure_dataset(name: str, dest: Path, offline: bool = False, url: str | None = None,
                    sha256: str | None = None, spec: DatasetSpec | None = None,
-                   timeout: float = TIMEOUT_S) -> Path:
+                   timeout: float = TIMEOUT_S, deadline: float | None = DEADLINE_S) -> Path:
     """Make sure dataset `name` is complete in dest: keep a verified one, else copy or download it."""
     dest = Path(dest)
     if spec is None:
@@ -505,13 +515,26 @@ def ensure_dataset(name: str, dest: Path, offline: bool = False, url: str | None
             f"--offline: no local copy of {spec.name} found (set P2P_{spec.name.upper()}_SRC to a folder "
             f"holding {spec.name}/{', '.join(spec.splits)}, or put it at ../shared/data/{spec.name}); "
             f"not downloading.")
-    return download_dataset(spec, dest, url=url, sha256=sha256, timeout=timeout)
+    return download_dataset(spec, dest, url=url, sha256=sha256, timeout=timeout, deadline=deadline)
+
+
+class _Terminated(BaseException):
+    "SIGTERM, raised where the process is, so that the temporary files are removed on the way out."
+
+
+def _terminate(signum, frame):
+    raise _Terminated()
 
 
 def _run(args: argparse.Namespace) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         ensure_dataset(args.name, Path(args.dest or Path("datasets") / args.name), offline=args.offline,
-                       url=args.url, sha256=args.sha256)
+                       url=args.url, sha256=args.sha256, deadline=args.timeout)
+    except _Terminated:
+        print("p2p download: terminated (SIGTERM); nothing was placed and the temporary files were removed",
+              file=sys.stderr)
+        return 143
     except DownloadError as err:
         print(f"p2p download: {err}", file=sys.stderr)
         return 1
@@ -522,6 +545,8 @@ def _run(args: argparse.Namespace) -> int:
     except OSError as err:  # e.g. no permission to create the destination's folder, or a full disk
         print(f"p2p download: {err}; nothing was placed", file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
@@ -538,4 +563,7 @@ def register_cli(subparsers) -> None:
     parser.add_argument("--url", help="download the archive from this mirror instead (skips the local copy)")
     parser.add_argument("--sha256", help="expected SHA-256 of the archive; a mismatch places nothing")
     parser.add_argument("--offline", action="store_true", help="never use the network; fail without a local copy")
+    parser.add_argument("--timeout", type=number(float, above=0), default=DEADLINE_S,
+                        help="give up a download that has not finished after this many seconds (default: %(default)g; "
+                             f"a connection that sends nothing for {TIMEOUT_S:g} s is given up sooner)")
     parser.set_defaults(func=_run)

@@ -11,6 +11,7 @@ import io
 import socket
 import tarfile
 import threading
+import time
 import urllib.error
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -76,6 +77,20 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def do_GET(self):
         self.server.requests.append(self.path)
+        if self.path == "/drip.tar.gz":  # answers at once, then sends 10 bytes every 50 ms (never stalls)
+            data = (Path(self.directory) / "good.tar.gz").read_bytes()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            try:
+                for start in range(0, min(len(data), 6000), 10):  # at most 30 s
+                    self.wfile.write(data[start:start + 10])
+                    self.wfile.flush()
+                    time.sleep(0.05)
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up
+                pass
+            self.close_connection = True
+            return
         if self.path == "/short.tar.gz":  # announces more bytes than it sends, then hangs up
             data = (Path(self.directory) / "good.tar.gz").read_bytes()
             self.send_response(200)
@@ -456,3 +471,48 @@ def test_member_checks_accept_files_and_folders_inside_the_top_folder():
         (download.PurePosixPath("train/1.jpg"), None)
     assert download.member_problem(_info(f"{NAME}/val", tarfile.DIRTYPE), NAME) == \
         (download.PurePosixPath("val"), None)
+
+
+def test_a_server_that_drips_is_given_up_at_the_overall_deadline(setup):
+    before = tree(setup["tmp"])
+    started = time.monotonic()
+    with pytest.raises(DownloadError, match=r"not finished within --timeout 1 s \([\d,]+ bytes so far\)"):
+        ensure_dataset(NAME, setup["dest"], spec=setup["spec"], url=f"{setup['server'].url}/drip.tar.gz",
+                       timeout=5, deadline=1)
+    assert time.monotonic() - started < 20  # each read gets data within 5 s: only the deadline can stop it
+    assert_untouched(setup, before)
+
+
+SIGTERM_CHILD = """
+import sys
+from p2p_lib import cli, download
+from p2p_lib.download import DatasetSpec
+name, url, manifest, dest = sys.argv[1:]
+download.DATASETS[name] = DatasetSpec(name, {"train": 3, "val": 2, "test": 1}, url=url, manifest=manifest)
+sys.exit(cli.main(["download", name, "--dest", dest, "--url", url]))
+"""
+
+
+def test_sigterm_during_a_download_removes_the_partial_file_and_exits_143(setup):
+    import os
+    import signal
+    import subprocess
+    import sys
+    manifest = str(setup["spec"].manifest)
+    child = subprocess.Popen([sys.executable, "-c", SIGTERM_CHILD, NAME, f"{setup['server'].url}/drip.tar.gz",
+                              manifest, str(setup["dest"])], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):  # the hidden partial archive appears beside the destination
+            if any(p.name.startswith(f".{NAME}.download-") for p in setup["work"].iterdir()):
+                break
+            time.sleep(0.05)
+        else:
+            pytest.fail("the download never started")
+        time.sleep(0.3)
+        child.send_signal(signal.SIGTERM)
+        out, err = child.communicate(timeout=60)
+    finally:
+        child.kill()
+    assert child.returncode == 143, err
+    assert "terminated (SIGTERM); nothing was placed and the temporary files were removed" in err
+    assert list(setup["work"].iterdir()) == [] and not setup["dest"].exists()
