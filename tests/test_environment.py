@@ -93,3 +93,15 @@ def test_torch_range_admits_the_ci_build_and_no_torchvision():
     bounds = pip_side["torch"]
     from packaging.specifiers import SpecifierSet
     assert "2.13.0" in SpecifierSet(",".join(bounds)), f"torch bounds {sorted(bounds)} must include 2.13"
+
+
+def test_a_hanging_test_fails_at_its_time_limit_instead_of_stalling_the_suite(tmp_path):
+    import subprocess
+    import sys
+    config = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())
+    assert 0 < config["tool"]["pytest"]["ini_options"]["timeout"] <= 600
+    (tmp_path / "test_hangs.py").write_text("import time\n\ndef test_hangs():\n    time.sleep(60)\n")
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--timeout", "1",
+                           str(tmp_path / "test_hangs.py")], capture_output=True, text=True, timeout=50,
+                          cwd=tmp_path)
+    assert done.returncode == 1 and "Timeout" in done.stdout
