@@ -205,9 +205,11 @@ def test_crop_larger_than_image_is_refused_with_the_file(tmp_path):
 
 
 def test_bad_options_are_value_errors(aligned):
-    for options in ({"direction": "AB"}, {"preprocess": "resize"}, {"input_nc": 4},
-                    {"load_size": 200, "crop_size": 256}):
-        with pytest.raises(ValueError):
+    for options, said in (({"direction": "AB"}, "direction must be 'AtoB' or 'BtoA', got 'AB'"),
+                          ({"preprocess": "resize"}, "preprocess must be one of resize_and_crop, .* got 'resize'"),
+                          ({"input_nc": 4}, "input_nc and output_nc must be 1 or 3, got 4 and 3"),
+                          ({"load_size": 200, "crop_size": 256}, r"load_size \(200\) must be at least crop_size \(256\)")):
+        with pytest.raises(ValueError, match=said):
             PairedImageDataset(aligned, **options)
 
 

@@ -151,9 +151,20 @@ def test_official_table_matches_the_facades_manifest():
     manifest = download.read_manifest(facades.manifest)
     per_split = {split: sum(name.startswith(f"{split}/") for name in manifest) for split in facades.splits}
     assert per_split == facades.splits == {"train": 400, "val": 100, "test": 106}
-    for name, spec in download.DATASETS.items():
-        assert spec.name == name
-        assert spec.url == f"http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/{name}.tar.gz"
+    expected = {  # written out, not rebuilt from the pattern the table is made with
+        "facades": ("http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/facades.tar.gz",
+                    {"train": 400, "val": 100, "test": 106}),
+        "maps": ("http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/maps.tar.gz", {"train": 1096, "val": 1098}),
+        "edges2shoes": ("http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/edges2shoes.tar.gz",
+                        {"train": 49825, "val": 200}),
+        "edges2handbags": ("http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/edges2handbags.tar.gz",
+                           {"train": 138567, "val": 200}),
+        "night2day": ("http://efrosgans.eecs.berkeley.edu/pix2pix/datasets/night2day.tar.gz",
+                      {"train": 17823, "val": 10, "test": 2287}),
+    }
+    assert {name: (spec.url, spec.splits) for name, spec in download.DATASETS.items()} == expected
+    assert all(spec.name == name for name, spec in download.DATASETS.items())  # the archive's top folder is NAME/
+    assert [name for name, spec in download.DATASETS.items() if spec.manifest] == ["facades"]
     assert "cityscapes" not in download.DATASETS
 
 

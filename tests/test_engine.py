@@ -46,15 +46,22 @@ def state(run_dir, epoch="latest"):
 
 
 def assert_same_training_state(a, b):
+    """Every tensor of both networks, both optimisers (which must have state: a run that made steps) and both
+    schedules, the random states and the counters are equal."""
     for net in ("G", "D"):
         assert a[net].keys() == b[net].keys()
         for key in a[net]:
             assert torch.equal(a[net][key], b[net][key]), f"{net}.{key} differs"
     for opt in ("optimizer_G", "optimizer_D"):
+        assert a[opt]["state"] and a[opt]["state"].keys() == b[opt]["state"].keys(), f"{opt}: no state, or other keys"
         for index, values in a[opt]["state"].items():
+            assert values.keys() == b[opt]["state"][index].keys()
             for key, value in values.items():
                 assert torch.equal(value, b[opt]["state"][index][key]), f"{opt} {index} {key} differs"
-    assert a["scheduler_G"]["last_epoch"] == b["scheduler_G"]["last_epoch"]
+        assert a[opt]["param_groups"] == b[opt]["param_groups"], f"{opt}: learning rates or betas differ"
+    for scheduler in ("scheduler_G", "scheduler_D"):
+        assert a[scheduler] == b[scheduler], f"{scheduler} differs"
+    assert torch.equal(a["rng"]["torch"], b["rng"]["torch"]), "torch's random state differs"
     assert (a["step"], a["epoch"], a["epoch_iter"]) == (b["step"], b["epoch"], b["epoch_iter"])
 
 

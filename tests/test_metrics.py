@@ -248,5 +248,5 @@ def test_gradient_energy_by_hand():
     stripes = torch.tensor([[0.0, 1.0, 0.0, 1.0]]).expand(2, 4)[None]  # (1, 2, 4): vertical stripes
     assert gradient_energy(stripes).item() == pytest.approx(1.0)  # |jump| 1 across, 0 down
     assert gradient_energy(torch.zeros(2, 1, 5, 5)).tolist() == [0.0, 0.0]
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"the same shape, got \(1, 4, 4\) and \(1, 4, 5\)"):
         detail_ratio(torch.zeros(1, 4, 4), torch.zeros(1, 4, 5))

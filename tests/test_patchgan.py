@@ -69,9 +69,9 @@ def test_channel_widths_double_up_to_8_ndf():
 
 
 def test_n_layers_below_one_is_refused():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n_layers must be at least 1, got 0"):
         PatchDiscriminator(n_layers=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="n_layers must be at least 1, got 0"):
         receptive_field(0)
 
 

@@ -163,7 +163,7 @@ def test_checkpoint_bytes_is_what_a_save_writes(data, tmp_path):
     G, D = define_G(saved["options"]), define_D(saved["options"])
     written = (run / "latest_state.pt").stat().st_size + (run / "latest_net_G.pt").stat().st_size
     assert 0.9 * written < checkpoint_bytes(G, D) < 1.1 * written + 200_000  # + pickle overhead of small nets
-    with pytest.raises(DiskSpaceError):
+    with pytest.raises(DiskSpaceError, match="the disk is too full for checkpoints: .* free in .*, and one save needs about"):
         check_free_space(run, 10**18)
 
 

@@ -180,7 +180,7 @@ def test_the_learning_rate_schedule():
     assert all(lr_factor(e, 100, 100, "constant") == 1.0 for e in (1, 150, 200))
     with pytest.raises(ValueError, match="linear, constant"):
         lr_factor(1, policy="step")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="lr_policy must be one of linear, constant; got 'cosine'"):
         make_scheduler(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0), policy="cosine")
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
     sched = make_scheduler(opt, n_epochs=2, n_epochs_decay=3)
