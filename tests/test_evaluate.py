@@ -257,3 +257,17 @@ def test_results_and_outputs_that_cannot_be_written_are_one_line_each(run, capsy
     err = capsys.readouterr().err
     assert "cannot make the output folder" in err and f"{in_the_way} is a file" in err and "Traceback" not in err
     assert in_the_way.read_text() == "not a folder"
+
+
+def test_p2p_test_eval_writes_what_a_plain_G_eval_computes(run):
+    """--eval: the fake_B images are G.eval() of the input resized to the crop size (128), within a grey level
+    (the first pair in name order is "a&b <odd>")."""
+    assert p2p_test(run, "--num_test", "1", "--eval") == 0
+    images = run["results"] / "tiny" / "test_latest" / "images"
+    real_A = np.asarray(Image.open(images / "a&b <odd>_real_A.png"), dtype=np.float32)  # BtoA: the right half, 128 px
+    G = run["G"].eval()
+    with torch.no_grad():
+        fake = G(torch.from_numpy(real_A).permute(2, 0, 1)[None] / 255 * 2 - 1)[0]
+    expected = ((fake.clamp(-1, 1) + 1) / 2 * 255).round().permute(1, 2, 0).numpy()
+    written = np.asarray(Image.open(images / "a&b <odd>_fake_B.png"), dtype=np.float32)
+    assert written.shape == (128, 128, 3) and np.abs(written - expected).max() <= 1

@@ -249,3 +249,47 @@ def test_seeded_without_a_seed_changes_nothing():
 def test_restore_output_resizes_back_to_the_original_size():
     _, info = prepare_input(noise_image(50, 20), 32, 64, "resize")
     assert restore_output(torch.zeros(3, 64, 64), info).size == (50, 20)
+
+
+def manual_eval_output(net, array: np.ndarray) -> np.ndarray:
+    "G.eval() on a (H, W, 3) uint8 array whose sides fit the network: the reference, written out by hand."
+    x = torch.from_numpy(array).permute(2, 0, 1).float()[None] / 255 * 2 - 1
+    net.eval()
+    with torch.no_grad():
+        y = net(x)[0]
+    net.train()
+    return ((y.clamp(-1, 1) + 1) / 2 * 255).round().byte().permute(1, 2, 0).numpy()
+
+
+def test_translate_at_awkward_sizes_is_pad_or_resize_then_the_network_then_crop_or_resize_back():
+    net = tiny_unet(seed=7)
+    picture = noise_image(150, 101, seed=8)  # neither side a multiple of 64
+    pixels = np.asarray(picture)
+    # pad: reflect to 192 x 128 (the multiples of 64 above 150 x 101), centred, then crop the same window back
+    top, left = (128 - 101) // 2, (192 - 150) // 2
+    padded = np.pad(pixels, ((top, 128 - 101 - top), (left, 192 - 150 - left), (0, 0)), mode="reflect")
+    expected = manual_eval_output(net, padded)[top:top + 101, left:left + 150]
+    got = np.asarray(translate(net, picture, eval_mode=True, fit="pad")).astype(int)
+    assert np.abs(got - expected.astype(int)).max() <= 1  # within one grey level (float rounding)
+    # resize: bicubic to 64 x 64, the network, bicubic back to 150 x 101
+    small = np.asarray(picture.resize((64, 64), Image.Resampling.BICUBIC))
+    back = Image.fromarray(manual_eval_output(net, small)).resize((150, 101), Image.Resampling.BICUBIC)
+    got = np.asarray(translate(net, picture, eval_mode=True, size=64)).astype(int)
+    assert np.abs(got - np.asarray(back).astype(int)).max() <= 1
+
+
+def test_eval_mode_is_a_plain_G_eval_in_translate_and_evaluate_generator(tmp_path):
+    net = tiny_unet(seed=9)  # non-trivial running statistics: eval mode must use them
+    picture = noise_image(64, 64, seed=10)
+    expected = manual_eval_output(net, np.asarray(picture)).astype(int)
+    assert np.abs(np.asarray(translate(net, picture, eval_mode=True)).astype(int) - expected).max() <= 1
+    train_mode = np.asarray(translate(net, picture, seed=0)).astype(int)
+    assert np.abs(train_mode - expected).mean() > 5  # the other mode really is another computation
+    pair = np.concatenate([np.asarray(picture), np.asarray(noise_image(64, 64, seed=11))], axis=1)
+    (tmp_path / "test").mkdir()
+    Image.fromarray(pair).save(tmp_path / "test" / "0.png")
+    dataset = PairedImageDataset(tmp_path, "test", load_size=64, crop_size=64, no_flip=True)
+    seen = []
+    evaluate_generator(net, dataset, eval_mode=True, on_image=lambda i, item, fake, scores: seen.append(fake))
+    got = np.asarray(to_pil(seen[0])).astype(int)
+    assert np.abs(got - expected).max() <= 1
