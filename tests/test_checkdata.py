@@ -182,14 +182,15 @@ def test_many_files_of_one_kind_are_grouped(good, capsys):
     assert all(f"g{number:02d}.png" in out for number in range(15))
 
 
-@pytest.mark.parametrize("maker,name", [
-    (make.corrupt_jpeg, "bad.jpg"), (make.truncated_png, "bad.png"), (make.not_an_image, "bad.png"),
-    (make.empty_file, "bad.png"), (make.symlink_loop, "bad.png"),
-    (lambda p: make.write_array(p, make.noise(511, 256)), "bad.png"),
-    (lambda p: make.write_array(p, make.noise(256, 256)), "bad.png"),
-    (lambda p: make.write_array(p, make.noise(520, 264, channels=1)), "fine.png"),
+@pytest.mark.parametrize("maker, name, fails, said", [  # the expected outcome, pinned; then both must agree with it
+    (make.corrupt_jpeg, "bad.jpg", True, "bad.jpg"), (make.truncated_png, "bad.png", True, "is truncated"),
+    (make.not_an_image, "bad.png", True, "is not an image PIL can read"), (make.empty_file, "bad.png", True, "is empty"),
+    (make.symlink_loop, "bad.png", True, "symlink loop"),
+    (lambda p: make.write_array(p, make.noise(511, 256)), "bad.png", True, "an odd width"),
+    (lambda p: make.write_array(p, make.noise(256, 256)), "bad.png", True, "looks like a single image"),
+    (lambda p: make.write_array(p, make.noise(520, 264, channels=1)), "fine.png", False, "grayscale"),
 ])
-def test_check_data_fails_exactly_when_the_dataset_fails(good, capsys, maker, name):
+def test_check_data_and_the_dataset_reach_the_expected_verdict(good, capsys, maker, name, fails, said):
     maker(good / "train" / name)
     try:
         dataset = PairedImageDataset(good)
@@ -197,11 +198,12 @@ def test_check_data_fails_exactly_when_the_dataset_fails(good, capsys, maker, na
         for index in range(len(dataset)):
             dataset[index]
         dataset_failed = False
-    except PairedDataError:
+    except PairedDataError as err:
         dataset_failed = True
+        assert said in str(err)
     status, out = check_data(capsys, good, "--phase", "train")
-    assert status == int(dataset_failed), out
-    assert name in out
+    assert (dataset_failed, status) == (fails, int(fails)), out
+    assert name in out and said in out
 
 
 def test_messages_that_used_to_mislead(good, capsys):
