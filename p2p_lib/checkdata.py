@@ -25,8 +25,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from p2p_lib.data import (SPLIT_NAMES, PairedDataError, check_same_size, convert_mode, image_notes,
-                          list_split, open_image, require_folder, split_pair)
+from p2p_lib.data import SPLIT_NAMES, check_same_size, list_split, require_folder, split_pair  # lesson 05
+from p2p_lib.imagefiles import PairedDataError, convert_mode, image_notes, open_image
 
 SHOWN_PER_GROUP = 10  # files named per error/warning group unless --all
 

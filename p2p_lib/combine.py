@@ -49,7 +49,7 @@ from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from p2p_lib.data import SIXTEEN_BIT_MODES, PairedDataError, convert_mode
+from p2p_lib.imagefiles import SIXTEEN_BIT_MODES, PairedDataError, convert_mode
 from p2p_lib.optiontypes import number
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".tif", ".tiff", ".webp")  # as p2p_lib.data reads

@@ -43,7 +43,7 @@ from torch import nn
 from p2p_lib.checkpoint import (FORMAT, VERSION, CheckpointError, build_generator, check_architecture,
                                 generator_checkpoint, generator_path,
                                 jsonable_options, load_checkpoint, load_state_dict_strict, save_checkpoint, state_path)
-from p2p_lib.data import IMG_EXTENSIONS, PairedDataError  # lesson 05
+from p2p_lib.imagefiles import IMG_EXTENSIONS, PairedDataError
 from p2p_lib.device import AMP_CHOICES, pick_device, pick_speed
 from p2p_lib.losses import GAN_MODES
 from p2p_lib.optiontypes import count_or_inf, number
