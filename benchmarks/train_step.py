@@ -136,6 +136,8 @@ def build_trainer(args, settings: SpeedSettings, device: torch.device) -> Traine
     if settings.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     if settings.compile:  # as build_training does: in place, compiled at the first (warm-up) step
+        from torch._inductor import config as inductor
+        inductor.fallback_random = True  # the eager dropout masks, so the agreement check holds
         G.compile()
         D.compile()
     opt_G, opt_D = make_optimizers(G, D, fused=settings.fused_adam)  # after the move: fused Adam needs the device

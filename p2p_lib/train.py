@@ -210,6 +210,8 @@ def build_training(options: dict, device=None, speed: SpeedSettings | None = Non
     if speed.channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
     if speed.compile:  # in place: the state_dict keys (and so the checkpoints) stay those of the eager networks
+        from torch._inductor import config as inductor
+        inductor.fallback_random = True  # dropout draws from torch's generator: a seed means the same
         G.compile()
         D.compile()
     opt_G, opt_D = make_optimizers(G, D, options.get("lr", 2e-4), options.get("beta1", 0.5), fused=speed.fused_adam)
