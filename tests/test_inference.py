@@ -253,7 +253,7 @@ def test_restore_output_resizes_back_to_the_original_size():
 
 def manual_eval_output(net, array: np.ndarray) -> np.ndarray:
     "G.eval() on a (H, W, 3) uint8 array whose sides fit the network: the reference, written out by hand."
-    x = torch.from_numpy(array).permute(2, 0, 1).float()[None] / 255 * 2 - 1
+    x = torch.from_numpy(np.array(array)).permute(2, 0, 1).float()[None] / 255 * 2 - 1  # a writable copy
     net.eval()
     with torch.no_grad():
         y = net(x)[0]
