@@ -1,7 +1,7 @@
 """Make the course's reference model (facades labels -> photo) and its model card.
 
     python tools/reference_model.py train [--checkpoints_dir checkpoints]
-        runs `p2p train` with REFERENCE_OPTIONS below (about an hour on an idle 2-core CPU); run it again
+        runs `p2p train` with REFERENCE_OPTIONS below (about 75 minutes on an idle 2-core CPU); run it again
         after an interruption and it continues from CHECKPOINTS_DIR/facades_reference/latest_state.pt.
 
     python tools/reference_model.py export --run checkpoints/facades_reference [--out models/facades_label2photo]
@@ -209,6 +209,22 @@ def training_seconds(run: Path, up_to_step: int) -> dict:
             "source": str(log) if log.is_file() else f"{log} (missing: wall time unknown)"}
 
 
+def validation_curve(run: Path, up_to_step: int) -> list[dict]:
+    """The val_L1 / val_PSNR that training logged at each epoch's end (loss_log.jsonl; pixels on [0, 1], the
+    first --num_val val pairs, train mode, the run's seed): how the pixel metrics moved while it trained."""
+    curve = []
+    log = run / "loss_log.jsonl"
+    for line in log.read_text(encoding="utf-8").splitlines() if log.is_file() else []:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if record.get("type") == "epoch" and "val_L1" in record and record.get("step", 0) <= up_to_step:
+            curve.append({"epoch": record["epoch"], "step": record["step"], "val_L1": round(record["val_L1"], 4),
+                          "val_PSNR": round(record["val_PSNR"], 2)})
+    return curve
+
+
 def option_differences(options: dict) -> list[str]:
     "Where the run's options differ from what REFERENCE_OPTIONS gives (--checkpoints_dir aside)."
     from p2p_lib.cli import build_parser
@@ -317,6 +333,7 @@ def build_card(state: dict, run: Path, out: Path, args, results: dict, pairs: in
                      "code_version": code_version(args.code_version), "run": str(run),
                      "steps": state["step"], "epochs_completed": done, "epochs_planned": planned,
                      "complete": done >= planned > 0, "wall_time": training_seconds(run, state["step"]),
+                     "validation_curve": validation_curve(run, state["step"]),
                      "history": args.history or "",
                      "machine": machine()},
         "evaluation": {"split": f"{args.dataroot}/val", "pairs": pairs,
@@ -356,7 +373,19 @@ def _training_lines(card: dict) -> list[str]:
             f"- Machine (where this export ran; the run records none): {m['cpu']}, {m['cores']} cores, ISA "
             f"{m['isa']} (AMX bf16: {m['amx_bf16']}, AVX-512-BF16: {m['avx512_bf16']}), torch {m['torch']}",
             f"- Networks: G {o['netG']} ngf {o['ngf']}, D {o['netD']} ndf {o['ndf']}, {o['norm']} norm, "
-            f"{'no dropout' if o['no_dropout'] else 'dropout 0.5'}; trained at {o['load_size']} -> {o['crop_size']} px"]
+            f"{'no dropout' if o['no_dropout'] else 'dropout 0.5'}; trained at {o['load_size']} -> {o['crop_size']} px",
+            *_curve_lines(t.get("validation_curve") or [])]
+
+
+def _curve_lines(curve: list[dict]) -> list[str]:
+    "Every tenth epoch's logged val_L1 (and the best), as one line."
+    if not curve:
+        return []
+    shown = [c for c in curve if c["epoch"] % 10 == 0 or c is curve[-1]]
+    best = min(curve, key=lambda c: c["val_L1"])
+    return [f"- Validation while training (loss_log.jsonl: val_L1 on [0, 1], epoch: value): "
+            + ", ".join(f"{c['epoch']}: {c['val_L1']:.4f}" for c in shown)
+            + f"; lowest {best['val_L1']:.4f} at epoch {best['epoch']}"]
 
 
 def model_card_markdown(card: dict) -> str:
@@ -377,7 +406,7 @@ def model_card_markdown(card: dict) -> str:
              "## Training", "", *_training_lines(card), "",
              "## Evaluation", "",
              f"The whole {e['split']} split ({e['pairs']} pairs), {e['preprocess']}; {e['mode']}. "
-             f"{e['scale']}. (The training log's val_L1 is on [-1, 1]: twice these L1 values.)", "",
+             f"{e['scale']}.", "",
              *_metrics_table(e["models"]), "",
              f"`{MEAN_PHOTO}`: the per-pixel mean of the training photos, the same output for every input — the "
              "L1 a model must beat to have learnt anything from the labels. The checkerboard ratio is the share "
@@ -447,7 +476,7 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="write model.safetensors, the model card and samples")
     export.add_argument("--run", required=True, help="the run folder: CHECKPOINTS_DIR/facades_reference")
     export.add_argument("--out", default="models/facades_label2photo", help="output folder (default: %(default)s)")
-    export.add_argument("--compare", nargs="*", default=[], metavar="LABEL=CHECKPOINT",
+    export.add_argument("--compare", action="extend", nargs="+", default=[], metavar="LABEL=CHECKPOINT",
                         help="other generators to score alongside (any file p2p translate reads)")
     export.add_argument("--code-version", dest="code_version", default=None,
                         help="the commit the run was trained with (default: the current HEAD, said so in the card)")
