@@ -31,7 +31,7 @@ import random
 import signal
 import sys
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -440,9 +440,8 @@ def _newer_checkpoints(run_dir: Path, tag: str, step: int) -> list[str]:
         if latest_step is None or latest_step > step:
             newer.append(f"{latest.name} at iteration {latest_step if latest_step is not None else '?'}")
     if tag.isdigit():
-        numbered = [p for p in run_dir.glob("*_state.pt") if p.name.split("_")[0].isdigit()]
-        newer += [p.name for p in sorted(numbered, key=lambda p: int(p.name.split("_")[0]))
-                  if int(p.name.split("_")[0]) > int(tag)]
+        numbered = {int(p.name.split("_")[0]): p.name for p in run_dir.glob("*_state.pt") if p.name.split("_")[0].isdigit()}
+        newer += [name for epoch, name in sorted(numbered.items()) if epoch > int(tag)]
     return newer
 
 
@@ -517,8 +516,9 @@ class _Validation:
         root = Path(opts["dataroot"])
         if opts["num_val"] == 0 or not main_process or opts["sync_bn"]:
             return
-        if not (root / "val").is_dir() or not any(p.suffix.lower() in IMG_EXTENSIONS for p in (root / "val").iterdir()):
-            _notice(f"{root / 'val'} {'has no images' if (root / 'val').is_dir() else 'does not exist'}: "
+        val = root / "val"  # either layout: A|B files in it, or A/ and B/ folders
+        if not val.is_dir() or not any(p.suffix.lower() in IMG_EXTENSIONS for p in val.rglob("*") if p.is_file()):
+            _notice(f"{val} {'has no images' if val.is_dir() else 'does not exist'}: "
                     "training without validation (no val_L1 / val_PSNR in the log)")
             return
         try:
@@ -740,30 +740,26 @@ def _claimed(run_dir: Path, run, opts: dict, main_process: bool):
     """Rank 0 holds the run folder's lock while it trains (a second run with the same --name is refused),
     removes what a killed save left behind, and checks that the disk can hold a checkpoint, all before
     the first step."""
-    if not main_process:
+    with ExitStack() as held:
+        if main_process:
+            try:
+                held.enter_context(RunFolderLock(run_dir, f"p2p train --name {opts['name']} "
+                                                          f"--checkpoints_dir {opts['checkpoints_dir']}"))
+                _prepare_run_folder(run_dir, run, opts)
+            except RunFolderError as err:
+                raise SystemExit(f"p2p train: {err}") from None
+            except OSError as err:  # opt.json could not be written
+                raise SystemExit(f"p2p train: cannot write to {run_dir}: {describe_write_error(err, run_dir)}") from None
         yield
-        return
-    lock = RunFolderLock(run_dir, f"p2p train --name {opts['name']} --checkpoints_dir {opts['checkpoints_dir']}")
-    try:
-        lock.__enter__()
-        try:
-            removed = remove_leftover_temporaries(run_dir)
-            if removed:
-                _notice(f"removed {len(removed)} temporary file(s) an interrupted save left in {run_dir}: "
-                        + ", ".join(removed))
-            check_free_space(run_dir, checkpoint_bytes(_unwrap(run.G), _unwrap(run.D)))
-            (run_dir / "opt.json").write_text(json.dumps(jsonable_options(opts), indent=2) + "\n")
-        except BaseException:
-            lock.__exit__()
-            raise
-    except RunFolderError as err:
-        raise SystemExit(f"p2p train: {err}") from None
-    except OSError as err:  # opt.json could not be written
-        raise SystemExit(f"p2p train: cannot write to {run_dir}: {describe_write_error(err, run_dir)}") from None
-    try:
-        yield
-    finally:
-        lock.__exit__()
+
+
+def _prepare_run_folder(run_dir: Path, run, opts: dict) -> None:
+    "With the lock held: remove a killed save's leftovers, check the free space, write opt.json."
+    removed = remove_leftover_temporaries(run_dir)
+    if removed:
+        _notice(f"removed {len(removed)} temporary file(s) an interrupted save left in {run_dir}: " + ", ".join(removed))
+    check_free_space(run_dir, checkpoint_bytes(_unwrap(run.G), _unwrap(run.D)))
+    (run_dir / "opt.json").write_text(json.dumps(jsonable_options(opts), indent=2) + "\n")
 
 
 def _train(opts, on_step, device, rank, world) -> dict:

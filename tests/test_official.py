@@ -10,6 +10,7 @@ from p2p_lib.official import (generator_from_official_state_dict, infer_official
                               is_official_unet_state_dict, load_official_generator, official_unet_name_map,
                               our_state_dict_to_official, strip_module_prefix)
 from p2p_lib.unet import UNetGenerator
+from netfactory import with_trained_statistics
 from official_networks import define_unet  # tests/official_networks.py (pytest puts tests/ on sys.path)
 
 # (input_nc, output_nc, num_downs, ngf, norm): unet_256 and unet_128 as the official code names them,
@@ -19,15 +20,8 @@ CASES = [(3, 3, 8, 4, "batch"), (1, 3, 7, 6, "instance"), (3, 2, 5, 8, "none")]
 
 def _official(input_nc, output_nc, num_downs, ngf, norm, seed=0):
     torch.manual_seed(seed)
-    net = define_unet(input_nc, output_nc, num_downs, ngf, norm, use_dropout=True)
-    # Make the BatchNorm running statistics non-trivial, as a trained network's are.
-    with torch.no_grad():
-        for name, buf in net.named_buffers():
-            if name.endswith("running_mean"):
-                buf.normal_(0, 0.1)
-            elif name.endswith("running_var"):
-                buf.uniform_(0.5, 2.0)
-    return net
+    # BatchNorm running statistics made non-trivial, as a trained network's are
+    return with_trained_statistics(define_unet(input_nc, output_nc, num_downs, ngf, norm, use_dropout=True))
 
 
 @pytest.mark.parametrize("case", CASES, ids=[f"{c[4]}-{c[2]}downs" for c in CASES])

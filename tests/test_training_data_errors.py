@@ -1,5 +1,6 @@
 """A bad image met while `p2p train` reads its split is the dataset checker's message (which file, what is
 wrong, what to do), not a traceback through the DataLoader; the steps made before it are kept."""
+import json
 import struct
 import zlib
 
@@ -60,3 +61,17 @@ def test_a_bad_validation_image_is_named_before_training(data, tmp_path, capsys)
     with pytest.raises(SystemExit, match=rf"a validation image cannot be used .*\n.*{bad.name} is truncated"):
         train(tiny(data, tmp_path / "ck", "--max_steps", "2"), on_step=lambda step, losses: steps.append(step))
     assert steps == []
+
+
+def test_a_val_split_in_the_folder_layout_is_validated(data, tmp_path, capsys):
+    for pair in sorted((data / "val").iterdir()):  # the A|B files as val/A/x.png and val/B/x.png
+        with Image.open(pair) as img:
+            half = img.width // 2
+            for side, box in (("A", (0, 0, half, img.height)), ("B", (half, 0, img.width, img.height))):
+                (data / "val" / side).mkdir(exist_ok=True)
+                img.crop(box).save(data / "val" / side / pair.name)
+        pair.unlink()
+    train(tiny(data, tmp_path / "ck", "--max_steps", "2"))
+    assert "training without validation" not in capsys.readouterr().err
+    records = [json.loads(line) for line in (tmp_path / "ck" / "run" / "loss_log.jsonl").read_text().splitlines()]
+    assert any("val_L1" in record for record in records)
