@@ -197,3 +197,44 @@ def test_the_committed_reference_model_loads_offline_and_p2p_translate_uses_it(t
     assert p2p(["translate", str(tmp_path / "labels.png"), "--output", str(tmp_path / "photo.png"),
                 "--checkpoint", str(REFERENCE_MODEL)]) == 0
     assert Image.open(tmp_path / "photo.png").size == (128, 128)
+
+
+def test_average_weights_is_the_mean_of_float_tensors_and_refuses_different_networks():
+    first = {"w": torch.tensor([1.0, 2.0]), "bn.num_batches_tracked": torch.tensor(3)}
+    second = {"w": torch.tensor([3.0, 6.0]), "bn.num_batches_tracked": torch.tensor(7)}
+    mean = reference_model.average_weights([first, second])
+    assert mean["w"].tolist() == [2.0, 4.0] and mean["w"].dtype == torch.float32
+    assert mean["bn.num_batches_tracked"].item() == 7  # a counter, not a weight: the last one's
+    with pytest.raises(CheckpointError, match="not hold the same network"):
+        reference_model.average_weights([first, {"w": torch.zeros(3), "bn.num_batches_tracked": torch.tensor(1)}])
+    with pytest.raises(CheckpointError, match="no checkpoints"):
+        reference_model.average_weights([])
+
+
+def test_export_ships_the_average_of_the_epoch_checkpoints_and_scores_the_last_weights_beside_it(tmp_path):
+    run, G, D = fake_run(tmp_path)
+    state = torch.load(run / "latest_state.pt", weights_only=True)
+    torch.manual_seed(1)
+    G_epoch1 = define_G(state["options"])
+    save_checkpoint(run / "1_state.pt", {**state, "G": G_epoch1.state_dict(), "step": 2})
+    save_checkpoint(run / "7_state.pt", {**state, "G": define_G(state["options"]).state_dict(), "step": 99})  # later
+    aligned_pairs(Path(state["options"]["dataroot"]), counts=(("test", 2),), size=64)
+    out = tmp_path / "out"
+    assert reference_model.main(["export", "--run", str(run), "--out", str(out), "--code-version", "abc"]) == 0
+    shipped = load_model_file(out / "model.safetensors")["G"].state_dict()
+    for name, tensor in G.state_dict().items():
+        if tensor.is_floating_point():  # epoch 1 and the newer latest state, not the abandoned 7_state.pt
+            expected = ((tensor.double() + G_epoch1.state_dict()[name].double()) / 2).float().half().float()
+            assert torch.allclose(shipped[name], expected, atol=1e-3), name
+    card = json.loads((out / "card.json").read_text())
+    assert [c["file"] for c in card["training"]["averaged_checkpoints"]] == ["1_state.pt", "latest_state.pt"]
+    assert "DEVIATION" in card["training"]["generator"]
+    assert set(card["evaluation"]["models"]) == {"reference", reference_model.LAST_WEIGHTS, "mean training photo"}
+    assert card["evaluation"]["test"]["pairs"] == 2 and "reference" in card["evaluation"]["test"]["models"]
+    assert card["evaluation"]["models"]["reference"] != card["evaluation"]["models"][reference_model.LAST_WEIGHTS]
+    readme = (out / "README.md").read_text()
+    assert "uniform average of the generator weights of 2 checkpoints" in readme and "/test split (2 pairs)" in readme
+
+    assert reference_model.main(["export", "--run", str(run), "--out", str(out), "--average", "none"]) == 0
+    shipped = load_model_file(out / "model.safetensors")["G"].state_dict()
+    assert all(torch.equal(shipped[k], t.half().float()) for k, t in G.state_dict().items() if t.is_floating_point())

@@ -20,6 +20,7 @@ import io
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -66,6 +67,7 @@ REFERENCE_OPTIONS = [
 SAMPLE_COUNT = 6          # val pairs in samples.png
 MEAN_PHOTO = "mean training photo"
 REFERENCE = "reference"
+LAST_WEIGHTS = "last weights, not averaged"
 MAX_CHECKERBOARD_RATIO = 1.5
 
 
@@ -148,6 +150,44 @@ def networks_from_state(state: dict, path: Path):
     D = define_D(state["options"], init=False)
     load_state_dict_strict(D, state["D"], what=f"discriminator (D in {path.name})")
     return G, D
+
+
+def epoch_states(run: Path, last_step: int) -> list[tuple[str, dict]]:
+    """(file name, training state) of the run's E_state.pt files (--save_epoch_freq) up to the latest state's
+    step, by epoch: the checkpoints whose generators the shipped model averages (a file left by a later,
+    abandoned run is not one of them)."""
+    found = sorted((int(m[1]), path) for path in run.glob("*_state.pt")
+                   if (m := re.fullmatch(r"(\d+)_state\.pt", path.name)))
+    states = [(path.name, load_checkpoint(path, kind="train_state")) for _, path in found]
+    return [(name, state) for name, state in states if int(state["step"]) <= last_step]
+
+
+def average_weights(state_dicts: list[dict]) -> dict:
+    """The uniform average of the floating-point tensors of several state dicts of one network (in float64,
+    cast back), integer ones (BatchNorm's counters) from the last. Weight averaging along one run (Polyak
+    averaging; SWA, Izmailov et al. 2018; for GANs Yazici et al. 2019) cancels the step-to-step jitter
+    of adversarial training: the average is smoother than any one of the checkpoints."""
+    if not state_dicts:
+        raise CheckpointError("no checkpoints to average")
+    last = state_dicts[-1]
+    if any(sd.keys() != last.keys() or any(sd[k].shape != last[k].shape for k in last) for sd in state_dicts):
+        raise CheckpointError("the checkpoints to average do not hold the same network")
+    return {name: (torch.stack([sd[name].double() for sd in state_dicts]).mean(0).to(tensor.dtype)
+                   if tensor.is_floating_point() else tensor) for name, tensor in last.items()}
+
+
+def averaged_generator(state: dict, run: Path, average: bool):
+    """(G, [(epoch file, step), ...]): the shipped generator. With `average`, the average of the generator
+    weights of every epoch checkpoint of the run (and of the latest state if it is newer than all of them);
+    else the latest state's own."""
+    G, _ = networks_from_state(state, run / "latest_state.pt")
+    if not average:
+        return G, [("latest_state.pt", int(state["step"]))]
+    sources = epoch_states(run, int(state["step"]))
+    if not sources or int(sources[-1][1]["step"]) < int(state["step"]):
+        sources.append(("latest_state.pt", state))
+    load_state_dict_strict(G, average_weights([s["G"] for _, s in sources]), what="the averaged generator")
+    return G, [(name, int(s["step"])) for name, s in sources]
 
 
 def parse_compare(items: list[str]) -> dict[str, Path]:
@@ -314,8 +354,20 @@ def epochs_completed(state: dict) -> int:
     return int(state["epoch"]) - first
 
 
-def build_card(state: dict, run: Path, out: Path, args, results: dict, pairs: int, samples: int) -> dict:
-    "Everything the README says, as JSON (card.json)."
+def generator_source(averaged: list[tuple[str, int]]) -> str:
+    "Where the shipped generator's weights come from, in words."
+    if len(averaged) == 1:
+        return f"the weights of {averaged[0][0]} (step {averaged[0][1]}), not averaged"
+    return (f"the uniform average of the generator weights of {len(averaged)} checkpoints of the run: "
+            + ", ".join(f"{name} (step {step})" for name, step in averaged)
+            + "; D is the last state's. DEVIATION from the paper, which ships the last weights: one model's outputs "
+              "jitter with the last few adversarial steps, the average of the run's checkpoints does not "
+              f"(the row '{LAST_WEIGHTS}' shows the difference)")
+
+
+def build_card(state: dict, run: Path, out: Path, args, results: dict, pairs: dict, samples: int,
+               averaged: list[tuple[str, int]]) -> dict:
+    "Everything the README says, as JSON (card.json); results and pairs by split ('val', and 'test' if there)."
     options = state["options"]
     model_file = out / "model.safetensors"
     planned = int(options.get("n_epochs", 0)) + int(options.get("n_epochs_decay", 0))
@@ -331,19 +383,25 @@ def build_card(state: dict, run: Path, out: Path, args, results: dict, pairs: in
         "training": {"command": "p2p train " + shlex.join(reference_arguments(checkpoints_dir)),
                      "run_differs_from_command": option_differences(options),
                      "code_version": code_version(args.code_version), "run": str(run),
-                     "steps": state["step"], "epochs_completed": done, "epochs_planned": planned,
+                     "steps": state["step"], "generator": generator_source(averaged),
+                     "averaged_checkpoints": [{"file": name, "step": step} for name, step in averaged],
+                     "epochs_completed": done, "epochs_planned": planned,
                      "complete": done >= planned > 0, "wall_time": training_seconds(run, state["step"]),
                      "validation_curve": validation_curve(run, state["step"]),
                      "history": args.history or "",
                      "machine": machine()},
-        "evaluation": {"split": f"{args.dataroot}/val", "pairs": pairs,
+        "evaluation": {"split": f"{args.dataroot}/val", "pairs": pairs["val"],
                        "preprocess": f"resize to {options['crop_size']} px, no crop, no flip",
                        "mode": "the paper's test mode: train-mode BatchNorm (each image's own statistics), dropout "
                                "on, seeded (p2p_lib.train.translate_batch, seed 0), one image at a time",
                        "scale": "Images on [0, 1]: L1 (lower is better), PSNR in dB, SSIM, colour histogram "
                                 "intersection (higher is better); checkerboard_ratio: 1 = as real photos",
-                       "models": results},
-        "acceptance": acceptance(results),
+                       "models": results["val"],
+                       **({"test": {"split": f"{args.dataroot}/test", "pairs": pairs["test"], "models": results["test"],
+                                    "why": "the val split was watched while training and while choosing to average; "
+                                           "the test split was not: it checks that the choice holds on unseen pairs"}}
+                          if "test" in results else {})},
+        "acceptance": acceptance(results["val"]),
     }
 
 
@@ -366,6 +424,7 @@ def _training_lines(card: dict) -> list[str]:
             f"- Code: `{code['commit']}` ({code['source']}"
             f"{'; the working tree had uncommitted changes' if code.get('uncommitted_changes_at_export') else ''})",
             f"- {t['steps']} iterations, {t['epochs_completed']} of {t['epochs_planned']} epochs: {status}",
+            *([f"- Generator: {t['generator']}"] if t.get("generator") else []),
             *([f"- History: {t['history']}"] if t.get("history") else []),
             f"- Training wall time: {wall['seconds'] / 60:.1f} min (sum of {wall['epoch_records']} epoch records "
             f"in loss_log.jsonl" + (f"; the {wall['uncounted_steps']} iterations after the last one are not counted"
@@ -408,6 +467,8 @@ def model_card_markdown(card: dict) -> str:
              f"The whole {e['split']} split ({e['pairs']} pairs), {e['preprocess']}; {e['mode']}. "
              f"{e['scale']}.", "",
              *_metrics_table(e["models"]), "",
+             *([f"The whole {e['test']['split']} split ({e['test']['pairs']} pairs), the same way: {e['test']['why']}.",
+                "", *_metrics_table(e["test"]["models"]), ""] if "test" in e else []),
              f"`{MEAN_PHOTO}`: the per-pixel mean of the training photos, the same output for every input — the "
              "L1 a model must beat to have learnt anything from the labels. The checkerboard ratio is the share "
              "of non-DC spectral energy at the 2-pixel period, outputs over real photos (1: as real photos).", "",
@@ -431,9 +492,10 @@ def _write(path: Path, data: bytes) -> None:
     write_atomically(path, lambda fh: fh.write(data))
 
 
-def provenance(state: dict, run: Path, args) -> dict:
+def provenance(state: dict, run: Path, args, averaged: list[tuple[str, int]]) -> dict:
     "The card kept inside model.safetensors: where the weights come from (the metrics are in card.json)."
     return {"name": Path(args.out).name, "run": str(run), "step": state["step"], "epoch": state["epoch"],
+            "generator": generator_source(averaged),
             "command": "p2p train " + shlex.join(reference_arguments(state["options"].get("checkpoints_dir") or
                                                                       run.parent)),
             "code_version": code_version(args.code_version), "card": "card.json and README.md beside this file"}
@@ -448,20 +510,28 @@ def run_export(args) -> int:
     size, direction = int(options["crop_size"]), options["direction"]
     # Everything that can fail on bad input comes before anything is written.
     others = load_compare(parse_compare(args.compare), size)
-    G, D = networks_from_state(state, state_file)
-    val_A, val_B = load_split(args.dataroot, "val", direction, size)
+    last_G, D = networks_from_state(state, state_file)
+    G, averaged = averaged_generator(state, run, average=args.average == "epochs")
+    if len(averaged) > 1:  # what the averaging changed, measured beside it
+        others = {LAST_WEIGHTS: (last_G, state_file), **others}
+    splits = {phase: load_split(args.dataroot, phase, direction, size)
+              for phase in ("val", "test") if phase == "val" or (Path(args.dataroot) / phase).is_dir()}
     _, train_B = load_split(args.dataroot, "train", direction, size)
-    save_model_file(out / "model.safetensors", G, options, D=D, metadata=provenance(state, run, args))
+    save_model_file(out / "model.safetensors", G, options, D=D, metadata=provenance(state, run, args, averaged))
     shipped = load_model_file(out / "model.safetensors")["G"]  # measure what is shipped: the float16 weights
-    print(f"evaluating on {len(val_A)} val pairs (mean photo of {len(train_B)} training photos) ...", flush=True)
-    results = evaluate_all(shipped, others, val_A, val_B, train_B)
+    results = {}
+    for phase, (A, B) in splits.items():
+        print(f"evaluating on {len(A)} {phase} pairs (mean photo of {len(train_B)} training photos) ...", flush=True)
+        results[phase] = evaluate_all(shipped, others, A, B, train_B)
+    val_A, val_B = splits["val"]
     outputs = translate_batch(shipped, val_A[:SAMPLE_COUNT], seed=0)
     _write(out / "samples.png", png_bytes(sample_grid(val_A[:SAMPLE_COUNT], outputs, val_B[:SAMPLE_COUNT])))
-    card = build_card(state, run, out, args, results, len(val_A), len(outputs))
+    pairs = {phase: len(A) for phase, (A, _) in splits.items()}
+    card = build_card(state, run, out, args, results, pairs, len(outputs), averaged)
     _write(out / "card.json", (json.dumps(card, indent=1, allow_nan=False) + "\n").encode())
     _write(out / "README.md", model_card_markdown(card).encode())
-    for line in _metrics_table(results) + [f"{'PASS' if a['passed'] else 'FAIL'}: {a['criterion']}: {a['detail']}"
-                                           for a in card["acceptance"]]:
+    for line in _metrics_table(results["val"]) + [f"{'PASS' if a['passed'] else 'FAIL'}: {a['criterion']}: "
+                                                  f"{a['detail']}" for a in card["acceptance"]]:
         print(line)
     print(f"wrote {out}/model.safetensors, card.json, README.md, samples.png")
     return 0
@@ -481,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--code-version", dest="code_version", default=None,
                         help="the commit the run was trained with (default: the current HEAD, said so in the card)")
     export.add_argument("--dataroot", default=None, help="the facades folder (default: the run's --dataroot)")
+    export.add_argument("--average", choices=["epochs", "none"], default="epochs",
+                        help="epochs: ship the average of the generator weights of every epoch checkpoint of the run "
+                             "(E_state.pt); none: the latest state's own weights (default: %(default)s)")
     export.add_argument("--history", default=None, help="how the run was actually made, if not in one go (free text)")
     export.set_defaults(func=run_export)
     return parser
