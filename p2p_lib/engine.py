@@ -49,7 +49,7 @@ from p2p_lib.losses import GAN_MODES
 from p2p_lib.optiontypes import count_or_inf, number
 from p2p_lib.rundir import (RunFolderError, RunFolderLock, check_free_space, checkpoint_bytes, describe_write_error,
                             megabytes, remove_leftover_temporaries)
-from p2p_lib.networks import (ARCHITECTURE_OPTIONS, NETD_CHOICES, NETG_NUM_DOWNS, INIT_TYPES, define_D,
+from p2p_lib.networks import (ADVERSARIAL_CHOICES, ARCHITECTURE_OPTIONS, NETD_CHOICES, NETG_NUM_DOWNS, INIT_TYPES, define_D,
                               size_multiple_of)
 from p2p_lib.train import (LOSS_NAMES, LR_POLICIES, Hooks, SeededPairs, TrainingDiverged, build_training, fit,
                            image_grid, l1_and_psnr, lr_factor, steps_per_epoch, train_step, translate_batch,
@@ -77,7 +77,7 @@ FRESH_DEFAULTS = {"netG": "unet_256", "netD": "basic", "n_layers_D": 3, "ngf": 6
                   "no_dropout": False, "input_nc": 3, "output_nc": 3, "init_type": "normal", "init_gain": 0.02,
                   "direction": "AtoB", "phase": "train", "load_size": 286, "crop_size": 256,
                   "preprocess": "resize_and_crop", "no_flip": False, "serial_batches": False,
-                  "max_dataset_size": float("inf"), "batch_size": 1, "seed": 0}
+                  "max_dataset_size": float("inf"), "batch_size": 1, "seed": 0, "adversarial": "cgan"}
 RESUME_FIXED = tuple(FRESH_DEFAULTS)
 assert set(ARCHITECTURE_OPTIONS) <= set(RESUME_FIXED)
 OOM_ADVICE = ("Out of memory. Try, in this order: --amp (mixed precision), a smaller --batch_size, a smaller "
@@ -145,6 +145,9 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     model.add_argument("--gan_mode", default="vanilla",
                        help=f"adversarial loss: {' | '.join(GAN_MODES)} (default: vanilla, the paper's)")
     model.add_argument("--lambda_L1", type=number(float, 0), default=100.0, help="weight of the L1 term (default: 100)")
+    model.add_argument("--adversarial", default=None, choices=ADVERSARIAL_CHOICES,
+                       help="what D judges: cgan = (input, output) pairs, the paper's | gan = the output alone | none = "
+                            "no D, L1 alone (lesson 08's ablations; not an official option)" + _default("adversarial"))
     model.add_argument("--pool_size", type=number(int, 0), default=0, help="image pool size; pix2pix uses none (0)")
 
     optim = parser.add_argument_group("optimisation (given with --continue_train, these apply from there on)")
@@ -215,7 +218,7 @@ def _check_choices(opts: dict) -> None:
                          f"(the official repository's other models, e.g. cycle_gan, are not part of this course)")
     if opts["netG"] is not None and opts["netG"] not in NETG_NUM_DOWNS:
         raise SystemExit(f"--netG {opts['netG']}: unknown generator; choose one of {', '.join(NETG_NUM_DOWNS)} "
-                         f"(unet_256 for 256 px crops, unet_128 for 128 px)")
+                         f"(unet_256 for 256 px crops, unet_128 for 128 px; encoder_decoder_*: without skips)")
     if opts["netD"] is not None and opts["netD"] not in NETD_CHOICES:
         raise SystemExit(f"--netD {opts['netD']}: unknown discriminator; choose one of {', '.join(NETD_CHOICES)}")
     if opts["gan_mode"] not in GAN_MODES:

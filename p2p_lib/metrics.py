@@ -273,8 +273,12 @@ def gradient_energy(images) -> torch.Tensor:
     return across + down
 
 
-def detail_ratio(prediction, target, reduction: str = "mean") -> torch.Tensor:
+def detail_ratio(prediction, target, reduction: str = "mean", pool: int = 1) -> torch.Tensor:
     """gradient_energy(prediction) / gradient_energy(target) for each pair, then the mean: about 1 for as
-    much fine detail as the real image, < 1 blurrier, > 1 more detail or noise. A flat target gives inf."""
+    much fine detail as the real image, < 1 blurrier, > 1 more detail or noise. A flat target gives inf.
+    pool=2 measures both after 2x2 average pooling, which cancels every pattern of period 2 exactly (the
+    checkerboard of transposed convolutions): sharpness that a checkerboard cannot inflate."""
     prediction, target = _image_pair(prediction, target)
+    if pool > 1:
+        prediction, target = F.avg_pool2d(prediction, pool), F.avg_pool2d(target, pool)
     return _reduce(gradient_energy(prediction) / gradient_energy(target), reduction)

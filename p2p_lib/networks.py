@@ -16,11 +16,15 @@ from p2p_lib.blocks import init_weights
 from p2p_lib.patchgan import PatchDiscriminator, PixelDiscriminator
 from p2p_lib.unet import UNetGenerator
 
-__all__ = ["NETG_NUM_DOWNS", "NETD_CHOICES", "INIT_TYPES", "GENERATOR_OPTIONS", "DISCRIMINATOR_OPTIONS",
+__all__ = ["NETG_NUM_DOWNS", "ADVERSARIAL_CHOICES", "NETD_CHOICES", "INIT_TYPES", "GENERATOR_OPTIONS", "DISCRIMINATOR_OPTIONS",
            "ARCHITECTURE_OPTIONS", "NetworkOptionError", "define_G", "define_D", "init_net", "size_multiple_of"]
 
-# The official generator names, and the number of stride-2 levels each has (2**n = the smallest input size).
-NETG_NUM_DOWNS = {"unet_128": 7, "unet_256": 8}
+# The official generator names, and the number of stride-2 levels each has (2**n = the smallest input size);
+# encoder_decoder_*: the same network without its skips, the paper's Table 2 ablation (not an official name).
+NETG_NUM_DOWNS = {"unet_128": 7, "unet_256": 8, "encoder_decoder_128": 7, "encoder_decoder_256": 8}
+# What D judges (--adversarial, not an official option): cgan = (input, output) pairs, the paper's; gan = the
+# output alone (an unconditional D, Table 1); none = no D at all, G learns from L1 alone.
+ADVERSARIAL_CHOICES = ("cgan", "gan", "none")
 NETD_CHOICES = ("basic", "n_layers", "pixel")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 # The options that decide each network's shape (a checkpoint must carry them; a resume must not change them).
@@ -28,7 +32,8 @@ GENERATOR_OPTIONS = ("netG", "ngf", "norm", "no_dropout", "input_nc", "output_nc
 DISCRIMINATOR_OPTIONS = ("netD", "n_layers_D", "ndf", "norm", "input_nc", "output_nc")
 ARCHITECTURE_OPTIONS = tuple(dict.fromkeys(GENERATOR_OPTIONS + DISCRIMINATOR_OPTIONS))
 DEFAULTS = {"netG": "unet_256", "netD": "basic", "n_layers_D": 3, "ngf": 64, "ndf": 64, "norm": "batch",
-            "no_dropout": False, "input_nc": 3, "output_nc": 3, "init_type": "normal", "init_gain": 0.02}
+            "no_dropout": False, "input_nc": 3, "output_nc": 3, "init_type": "normal", "init_gain": 0.02,
+            "adversarial": "cgan"}
 
 
 class NetworkOptionError(ValueError):
@@ -61,19 +66,25 @@ def init_net(net: nn.Module, init_type: str = "normal", gain: float = 0.02) -> n
 
 
 def define_G(options: dict, init: bool = True) -> UNetGenerator:
-    """The generator of --netG (unet_256 | unet_128) with --ngf, --norm, --no_dropout, --input_nc, --output_nc;
-    initialised with --init_type / --init_gain when `init` (the networks already init 'normal' when built)."""
+    """The generator of --netG (unet_256 | unet_128, or encoder_decoder_256 | _128: the U-Net without skips) with
+    --ngf, --norm, --no_dropout, --input_nc, --output_nc; initialised with --init_type / --init_gain when `init`
+    (the networks already init 'normal' when built)."""
     netG = _option(options, "netG")
     net = UNetGenerator(input_nc=int(_option(options, "input_nc")), output_nc=int(_option(options, "output_nc")),
                         num_downs=size_multiple_of(netG).bit_length() - 1, ngf=int(_option(options, "ngf")),
-                        norm=_option(options, "norm"), use_dropout=not _option(options, "no_dropout"))
+                        norm=_option(options, "norm"), use_dropout=not _option(options, "no_dropout"),
+                        skips=not netG.startswith("encoder_decoder"))
     return _initialised(net, options) if init else net
 
 
 def define_D(options: dict, init: bool = True) -> nn.Module:
-    """The conditional discriminator of --netD, judging (input, output) pairs stacked in channels:
-    basic (the 70x70 PatchGAN) | n_layers (PatchGAN with --n_layers_D) | pixel (the 1x1 PixelGAN)."""
-    netD, channels = _option(options, "netD"), int(_option(options, "input_nc")) + int(_option(options, "output_nc"))
+    """The discriminator of --netD, judging (input, output) pairs stacked in channels (--adversarial gan: the
+    output alone): basic (the 70x70 PatchGAN) | n_layers (PatchGAN with --n_layers_D) | pixel (the 1x1 PixelGAN)."""
+    adversarial = _option(options, "adversarial")
+    if adversarial not in ADVERSARIAL_CHOICES:
+        raise NetworkOptionError(f"unknown adversarial {adversarial!r}; choose one of {', '.join(ADVERSARIAL_CHOICES)}")
+    condition = 0 if adversarial == "gan" else int(_option(options, "input_nc"))
+    netD, channels = _option(options, "netD"), condition + int(_option(options, "output_nc"))
     ndf, norm = int(_option(options, "ndf")), _option(options, "norm")
     if netD == "basic":
         net = PatchDiscriminator(channels, ndf, n_layers=3, norm=norm)

@@ -18,16 +18,17 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 from p2p_lib.checkpoint import CheckpointError, generator_checkpoint, load_checkpoint, load_state_dict_strict, save_checkpoint
 from p2p_lib.data import PairedImageDataset
 from p2p_lib.device import SpeedSettings, pick_device, pick_speed
 from p2p_lib.losses import GANLoss, discriminator_loss, generator_loss
-from p2p_lib.networks import define_D, define_G
+from p2p_lib.networks import ADVERSARIAL_CHOICES, define_D, define_G
 from p2p_lib.paths import PROJECT_ROOT, dataset_dir
 from p2p_lib.progress import StepProgress
 
 
-__all__ = ['set_requires_grad', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'training_code_digest', 'course_model_path', 'generator_options', 'COMMAND_OPTIONS', 'command_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result', 'REFERENCE_MODEL', 'reference_model']
+__all__ = ['set_requires_grad', 'discriminator_condition', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'training_code_digest', 'course_model_path', 'generator_options', 'COMMAND_OPTIONS', 'command_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result', 'REFERENCE_MODEL', 'reference_model']
 
 
 def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) -> None:
@@ -46,30 +47,47 @@ def _backward_and_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, sca
         scaler.step(optimizer)
 
 
+def discriminator_condition(real_A: torch.Tensor, adversarial: str = "cgan") -> torch.Tensor:
+    """What D sees beside each image: the input x (cGAN), or nothing (GAN): an empty channel slice, so that
+    lesson 04's torch.cat([condition, image], 1) is the image alone."""
+    if adversarial not in ADVERSARIAL_CHOICES:  # cgan | gan | none: the paper's Table 1 (p2p_lib.networks)
+        raise ValueError(f"adversarial must be one of {', '.join(ADVERSARIAL_CHOICES)}; got {adversarial!r}")
+    return real_A if adversarial == "cgan" else real_A[:, :0]
+
+
 def train_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
                real_A: torch.Tensor, real_B: torch.Tensor, gan_loss: GANLoss, lambda_L1: float = 100.0,
-               amp_dtype: torch.dtype | None = None, scaler=None) -> dict[str, torch.Tensor]:
+               amp_dtype: torch.dtype | None = None, scaler=None, adversarial: str = "cgan") -> dict[str, torch.Tensor]:
     """One pix2pix iteration (the official `optimize_parameters`): fake_B = G(real_A), one update of D
     on real pairs vs fake pairs (lesson 04's discriminator_loss: x 0.5, fake_B detached), then one update
     of G on the adversarial loss + lambda_L1 * L1 with D's weights frozen. `amp_dtype` (torch.bfloat16 or
     torch.float16) runs the forward passes under autocast; `scaler` is the GradScaler float16 needs.
+    `adversarial`: "cgan" (the paper), "gan" (D sees the image alone) or "none" (L1 alone, D untouched).
     Returns the losses the official code logs, detached: G_GAN, G_L1 (times lambda_L1), D_real, D_fake."""
     def autocast():
         return torch.autocast(real_A.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
+    condition = discriminator_condition(real_A, adversarial)    # (N, 3 or 0, H, W)
     with autocast():
         fake_B = G(real_A)                                      # (N, 3, H, W) in [-1, 1]
-    # D: real pairs -> 1, fake pairs -> 0; the detach inside discriminator_loss keeps this update out of G.
-    set_requires_grad(D, True)
-    opt_D.zero_grad(set_to_none=True)
-    with autocast():
-        loss_D, loss_D_fake, loss_D_real = discriminator_loss(D, gan_loss, real_A, real_B, fake_B, parts=True)
-    _backward_and_step(loss_D, opt_D, scaler)
+    zero = fake_B.new_zeros(()).float()
+    loss_D_real = loss_D_fake = zero
+    if adversarial != "none":
+        # D: real pairs -> 1, fake pairs -> 0; the detach inside discriminator_loss keeps this update out of G.
+        set_requires_grad(D, True)
+        opt_D.zero_grad(set_to_none=True)
+        with autocast():
+            loss_D, loss_D_fake, loss_D_real = discriminator_loss(D, gan_loss, condition, real_B, fake_B, parts=True)
+        _backward_and_step(loss_D, opt_D, scaler)
+        set_requires_grad(D, False)
     # G: make D call the fake pair real, and stay close to the target; D's weights frozen.
-    set_requires_grad(D, False)
     opt_G.zero_grad(set_to_none=True)
     with autocast():
-        loss_G, loss_G_GAN, l1 = generator_loss(D, gan_loss, real_A, real_B, fake_B, lambda_L1)
+        if adversarial == "none":
+            l1 = F.l1_loss(fake_B, real_B)
+            loss_G, loss_G_GAN = lambda_L1 * l1, zero
+        else:
+            loss_G, loss_G_GAN, l1 = generator_loss(D, gan_loss, condition, real_B, fake_B, lambda_L1)
     _backward_and_step(loss_G, opt_G, scaler)
     set_requires_grad(D, True)
     if scaler is not None:
@@ -194,6 +212,7 @@ class TrainingRun:
     lambda_L1: float = 100.0
     speed: SpeedSettings = SpeedSettings("cpu")
     scaler: object = None
+    adversarial: str = "cgan"
     step: int = 0
     epoch: int = 1
     epoch_iter: int = 0
@@ -201,7 +220,7 @@ class TrainingRun:
 
 def build_training(options: dict, device=None, speed: SpeedSettings | None = None) -> TrainingRun:
     """A fresh run from options with the official names (netG, ngf, netD, ndf, norm, no_dropout, gan_mode,
-    lambda_L1, lr, beta1, n_epochs, n_epochs_decay, lr_policy, epoch_count, seed; missing ones take the
+    lambda_L1, adversarial, lr, beta1, n_epochs, n_epochs_decay, lr_policy, epoch_count, seed; missing ones take the
     official defaults): seeded by options["seed"], so the same options give the same initial weights."""
     device = pick_device(device)
     speed = pick_speed(device) if speed is None else speed
@@ -220,7 +239,8 @@ def build_training(options: dict, device=None, speed: SpeedSettings | None = Non
     schedulers = [make_scheduler(opt, *schedule, epoch_count=first) for opt in (opt_G, opt_D)]
     scaler = torch.amp.GradScaler("cuda") if speed.grad_scaler else None
     return TrainingRun(G, D, opt_G, opt_D, schedulers, GANLoss(options.get("gan_mode", "vanilla")).to(device),
-                       float(options.get("lambda_L1", 100.0)), speed, scaler, epoch=first)
+                       float(options.get("lambda_L1", 100.0)), speed, scaler, options.get("adversarial") or "cgan",
+                       epoch=first)
 
 
 LOSS_NAMES = ("G_GAN", "G_L1", "D_real", "D_fake")
@@ -265,7 +285,7 @@ def fit(run: TrainingRun, pairs: SeededPairs, n_epochs: int = 100, n_epochs_deca
         for real_A, real_B in epoch_batches(pairs, run.epoch, batch_size, shuffle, run.epoch_iter, rank, world,
                                             num_workers, device, run.speed.channels_last):
             losses = train_step(run.G, run.D, run.opt_G, run.opt_D, real_A, real_B, run.gan_loss, run.lambda_L1,
-                                run.speed.amp_dtype, run.scaler)
+                                run.speed.amp_dtype, run.scaler, run.adversarial)
             run.step, run.epoch_iter = run.step + 1, run.epoch_iter + 1
             if run.step % check_every == 0 and not all_finite(losses, world):
                 raise TrainingDiverged(f"a loss became NaN or infinite at iteration {run.step} (epoch {run.epoch})")
@@ -274,8 +294,10 @@ def fit(run: TrainingRun, pairs: SeededPairs, n_epochs: int = 100, n_epochs_deca
             if max_steps is not None and run.step >= max_steps and run.epoch_iter < per_epoch:
                 return "max_steps"  # (at an epoch's last step, its end-of-epoch work is done first)
         epoch = run.epoch
-        for scheduler in run.schedulers:
-            scheduler.step()
+        with warnings.catch_warnings():  # adversarial="none" never steps D's optimiser; its schedule still counts
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+            for scheduler in run.schedulers:
+                scheduler.step()
         run.epoch, run.epoch_iter = epoch + 1, 0
         if any([hook.after_epoch(run, epoch) for hook in hooks]):
             return "stopped"
