@@ -10,7 +10,7 @@ TORCH ?= torch==2.13.0
 TORCH_INDEX ?=
 INSTALLED := $(VENV)/.installed
 
-.PHONY: course test export install data-offline data
+.PHONY: course test export install data-offline data browser
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,7 +39,18 @@ ALLOW_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
 course: data
 	$(BIN)/jupyter lab $(ALLOW_ROOT) lessons/
 
-test: data-offline
+# Lesson 08's browser test drives Debian's chromium (Playwright downloads no browser here). As root on a
+# Debian-like machine without one, install it; otherwise say what to install (the test then skips, saying so).
+browser:
+	@if command -v chromium >/dev/null 2>&1; then echo "browser: $$(command -v chromium)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "browser: installing Debian's chromium"; \
+	  apt-get install -y -q --no-install-recommends chromium >/dev/null 2>&1 || \
+	  { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium >/dev/null; } || \
+	  echo "browser: could not install chromium; the browser test will be skipped"; \
+	else echo "browser: no chromium; install Debian's chromium (apt-get install chromium) for the browser test"; fi
+
+test: data-offline browser
 	$(BIN)/python -m pytest
 
 # Regenerate p2p_lib from the lessons (the lessons are the source of truth).

@@ -26,6 +26,9 @@ def problems(nb: dict) -> list[str]:
             found.append(f"code cell {index + 1} has an error as its saved output")
     if code and not any(c.get("outputs") for c in code):
         found.append("no cell has any output: the lesson was committed unexecuted")
+    if "widgets" in nb.get("metadata", {}):
+        found.append("the notebook saved widget state (metadata.widgets): execute it with "
+                     "--ExecutePreprocessor.store_widget_state=False")
     return found
 
 
@@ -58,6 +61,8 @@ def test_the_check_catches_unexecuted_and_out_of_order_lessons():
     assert any("not 1..3" in p for p in problems(nb(1, 3, 2)))
     assert any("not 1..2" in p for p in problems(nb(4, 5)))
     assert any("error" in p for p in problems(nb(1, error=True)))
+    assert any("widget state" in p for p in problems({**nb(1), "metadata": {"kernelspec": {"name": "python3"},
+                                                                              "widgets": {"state": {}}}}))
     unexecuted = nb(1)
     unexecuted["cells"][0]["outputs"] = []
     assert any("unexecuted" in p for p in problems(unexecuted))
