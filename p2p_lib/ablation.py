@@ -144,37 +144,3 @@ def outline_patch(image: np.ndarray, choice, cell: tuple[int, int], colour=(255,
                            (top, bottom + 1, left, left + width), (top, bottom + 1, right - width + 1, right + 1)):
         out[max(y0, 0):y1, max(x0, 0):x1] = colour
     return out
-
-
-PATCH_CHOICES = ("pixel", 1, 2, 3, 4, 5)  # the PixelGAN, then PatchGANs by n_layers
-PATCH_SETTINGS = {"pixel": "pixelgan", 1: "patch_n1", 2: "patch_n2", 3: "l1_cgan", 4: "patch_n4", 5: None}
-
-
-def patch_view(choice, size: int = 128, ndf: int = 32) -> dict:
-    """What the patch-size widget shows for one discriminator at `size`-px inputs: the receptive field (px, and
-    its share of the image side), the grid of verdicts D outputs, its parameter count at width `ndf`, and the
-    sweep setting that trained it (None: not swept)."""
-    if choice not in PATCH_CHOICES:
-        raise ValueError(f"choose one of {PATCH_CHOICES}, got {choice!r}")
-    options = {"netD": "pixel"} if choice == "pixel" else {"netD": "n_layers", "n_layers_D": choice}
-    field = 1 if choice == "pixel" else receptive_field(choice)
-    grid = size if choice == "pixel" else patch_grid_size(size, choice)
-    D = define_D({**options, "ndf": ndf}, init=False)
-    return {"choice": choice, "receptive_field": field, "share": field / size, "grid": grid,
-            "parameters": sum(p.numel() for p in D.parameters()), "setting": PATCH_SETTINGS[choice]}
-
-
-def outline_patch(image: np.ndarray, choice, cell: tuple[int, int], colour=(255, 40, 40), width: int = 2) -> np.ndarray:
-    """A copy of the H x W x 3 uint8 `image` with the receptive field of verdict `cell` (row, column) of
-    discriminator `choice` outlined (clipped at the border: border verdicts see part of their patch as padding)."""
-    out = image.copy()
-    height, width_px = out.shape[:2]
-    if choice == "pixel":
-        (top, bottom), (left, right) = (cell[0], cell[0]), (cell[1], cell[1])
-    else:
-        (top, bottom), (left, right) = patch_span(cell[0], choice), patch_span(cell[1], choice)
-    top, left, bottom, right = max(top, 0), max(left, 0), min(bottom, height - 1), min(right, width_px - 1)
-    for y0, y1, x0, x1 in ((top, top + width, left, right + 1), (bottom - width + 1, bottom + 1, left, right + 1),
-                           (top, bottom + 1, left, left + width), (top, bottom + 1, right - width + 1, right + 1)):
-        out[max(y0, 0):y1, max(x0, 0):x1] = colour
-    return out
