@@ -93,31 +93,36 @@ class LambdaExplorer:
 
 
 class PatchExplorer:
-    """Patch-size slider → the receptive field drawn at its true size on a real facade (for the centre verdict),
-    the verdict grid, the parameter count, and that discriminator's sweep results."""
+    """Patch-size slider (and input size) → the receptive field drawn at its true size on a real facade (for the
+    centre verdict), the grid of verdicts for that input size, the parameter count, and that discriminator's
+    sweep results (the sweep trained at 128 px)."""
 
-    def __init__(self, sweep: dict, photo: torch.Tensor):
+    def __init__(self, sweep: dict, photo: torch.Tensor, sizes=(128, 256)):
         self.sweep = sweep
-        self.photo = ((photo.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        pixels = ((photo.permute(1, 2, 0) + 1) * 127.5).round().clamp(0, 255).byte().numpy()
+        self.photos = {size: np.asarray(Image.fromarray(pixels).resize((size, size), Image.Resampling.BICUBIC))
+                       for size in sizes}
         self.image, self.text = widgets.Image(format="png"), widgets.HTML()
         labels = [("PixelGAN" if c == "pixel" else f"n_layers {c}", c) for c in PATCH_CHOICES]
-        self.slider = widgets.SelectionSlider(options=labels, value=3, description="D")
-        self.slider.observe(lambda change: self.show(change["new"]), names="value")
-        self.widget = widgets.VBox([self.slider, row(self.image, self.text)])
-        self.show(self.slider.value)
+        self.slider = widgets.SelectionSlider(options=labels, value=3, description="D", continuous_update=False)
+        self.size = widgets.Dropdown(options=list(sizes), value=sizes[0], description="input px")
+        for control in (self.slider, self.size):
+            control.observe(lambda change: self.show(), names="value")
+        self.widget = widgets.VBox([row(self.slider, self.size), row(self.image, self.text)])
+        self.show()
 
-    def show(self, choice) -> None:
-        size = self.photo.shape[0]
+    def show(self) -> None:
+        choice, size = self.slider.value, self.size.value
         view = patch_view(choice, size)
         self.view = view
         centre = (view["grid"] // 2, view["grid"] // 2)
-        self.image.value = png(outline_patch(self.photo, choice, centre))
+        self.image.value = png(outline_patch(self.photos[size], choice, centre))
         runs = self.sweep.get(view["setting"], []) if view["setting"] else []
         results = ("not in the sweep" if view["setting"] is None else
                    "; ".join(f"{METRIC_NAMES[m]} {_metric_text(summarise(runs, m))}" for m in VIEW_METRICS))
         self.text.value = (f"receptive field <b>{view['receptive_field']} px</b> = {100 * view['share']:.0f}% of the "
                            f"{size}-px side; verdicts: {view['grid']} × {view['grid']}; "
-                           f"{view['parameters']:,} parameters<br>sweep: {results}")
+                           f"{view['parameters']:,} parameters<br>sweep (at 128 px): {results}")
 
 
 class VerdictExplorer:
@@ -127,9 +132,10 @@ class VerdictExplorer:
     def __init__(self, models: dict, inputs: torch.Tensor, targets: torch.Tensor, seed: int = 0):
         self.models, self.inputs, self.targets, self.seed = models, inputs, targets, seed
         self.model = widgets.Dropdown(options=list(models), description="model")
-        self.index = widgets.IntSlider(value=0, min=0, max=len(inputs) - 1, description="val pair")
-        self.row = widgets.IntSlider(value=7, min=0, max=13, description="row")
-        self.col = widgets.IntSlider(value=7, min=0, max=13, description="column")
+        slider = dict(continuous_update=False)  # each change runs G and D: only when the slider is let go
+        self.index = widgets.IntSlider(value=0, min=0, max=len(inputs) - 1, description="val pair", **slider)
+        self.row = widgets.IntSlider(value=7, min=0, max=13, description="row", **slider)
+        self.col = widgets.IntSlider(value=7, min=0, max=13, description="column", **slider)
         self.real, self.fake, self.text = widgets.Image(format="png"), widgets.Image(format="png"), widgets.HTML()
         for control in (self.model, self.index, self.row, self.col):
             control.observe(lambda change: self.show(), names="value")

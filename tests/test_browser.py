@@ -31,14 +31,15 @@ from p2p_lib.ablation import load_sweep, lambda_view
 from p2p_lib.facadedraw import facade_palette
 from p2p_lib.stepper import StepByStep
 from p2p_lib.train import reference_model, val_tensors
-from p2p_lib.widgets import DrawFacade, LambdaExplorer, PatchExplorer, StepperWidget
+from p2p_lib.widgets import DrawFacade, LambdaExplorer, PatchExplorer, StepperWidget, VerdictExplorer
 sweep = load_sweep()
 A, B = val_tensors(facades_dir(), "BtoA", 128, 4)
-reference = reference_model()
+reference = reference_model(with_discriminator=True)
 print("ready")""",
     "lam = LambdaExplorer(sweep, A, B); lam.widget",
     "patch = PatchExplorer(sweep, B[0]); patch.widget",
     "stepper = StepperWidget(StepByStep(facades_dir())); stepper.widget",
+    "verdicts = VerdictExplorer({'reference': (reference['G'], reference['D'])}, A, B); verdicts.widget",
     """from p2p_lib.inference import to_pil
 maps = [np.asarray(to_pil(a)) for a in val_tensors(facades_dir(), "BtoA", 256, 2)[0]]
 draw = DrawFacade(reference['G'], facade_palette(facades_dir()), maps); draw.widget""",
@@ -172,10 +173,21 @@ def test_the_widgets_work_in_a_real_browser(lab):
             out.get_by_text("update 2 (G)").wait_for(timeout=30_000)
             out.screenshot(path=str(ARTIFACTS / "04_stepped.png"))
 
+            # what D sees: moving the row slider outlines another patch and says its verdict
+            out = output_of(page, 4)
+            text = out.locator(".widget-html").last.inner_text()
+            handle = out.locator(".widget-slider .noUi-handle").nth(1)  # val pair, row, column: the row
+            handle.focus()
+            for _ in range(3):
+                handle.press("ArrowLeft")
+            page.wait_for_function("([el, before]) => el.innerText !== before",
+                                   arg=[out.locator(".widget-html").last.element_handle(), text], timeout=30_000)
+            out.screenshot(path=str(ARTIFACTS / "05_verdicts.png"))
+
             # draw: a rectangle on the canvas changes the photo
-            photo = output_of(page, 4).locator("img").last
+            photo = output_of(page, 5).locator("img").last
             before = image_bytes(page, photo)
-            canvas = output_of(page, 4).locator("canvas").last
+            canvas = output_of(page, 5).locator("canvas").last
             canvas.scroll_into_view_if_needed()
             box = canvas.bounding_box()
             page.mouse.move(box["x"] + 40, box["y"] + 60)
@@ -186,7 +198,7 @@ def test_the_widgets_work_in_a_real_browser(lab):
             while image_bytes(page, photo) == before:
                 assert time.monotonic() < deadline, "the photo did not change after drawing"
                 time.sleep(0.5)
-            output_of(page, 4).screenshot(path=str(ARTIFACTS / "05_drawn.png"))
+            output_of(page, 5).screenshot(path=str(ARTIFACTS / "06_drawn.png"))
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "99_failure.png"), full_page=True)
             print("last output:", page.evaluate(LAST_OUTPUT_HTML)[:2000])

@@ -187,6 +187,10 @@ def test_the_patch_widget_redraws_the_receptive_field(sweep_dir):
     assert "16 px" in explorer.text.value and "62 × 62" in explorer.text.value and explorer.image.value != before
     explorer.slider.value = 5
     assert "not in the sweep" in explorer.text.value
+    explorer.slider.value = 3
+    explorer.size.value = 256  # the paper's input size: 30 x 30 verdicts of 70-px patches, 27% of the side
+    assert "30 × 30" in explorer.text.value and "27% of the 256-px side" in explorer.text.value
+    assert png_pixels(explorer.image.value).shape == (256, 256, 3)
 
 
 def test_the_verdict_widget_follows_the_chosen_patch_and_pair():
