@@ -83,3 +83,23 @@ def test_a_tiny_sweep_end_to_end_resumes_and_rescores(tmp_path, capsys):
                         "--models", str(tmp_path / "models")]) == 0
     again = json.loads((tmp_path / "results" / "l1-seed0" / "result.json").read_text())
     assert again["metrics"] == l1["metrics"]
+
+
+def test_commit_takes_only_the_runs_files_and_leaves_other_staged_work_alone(tmp_path):
+    import subprocess
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "work.py").write_text("staged, not the run's\n")
+    git("add", "work.py")
+    result = tmp_path / "experiments" / "ablations" / "l1-seed0" / "result.json"
+    result.parent.mkdir(parents=True)
+    result.write_text("{}")
+    assert ablate.commit([result], "ablations: l1-seed0", repo=tmp_path)
+    assert git("show", "--name-only", "--format=%s", "HEAD").split() == ["ablations:", "l1-seed0",
+                                                                         "experiments/ablations/l1-seed0/result.json"]
+    assert git("diff", "--cached", "--name-only").split() == ["work.py"]  # still staged, not committed

@@ -6,9 +6,8 @@ import pytest
 import torch
 
 import p2p_lib.train as lesson
-from p2p_lib.losses import GANLoss
 from p2p_lib.networks import NetworkOptionError, define_D, define_G
-from test_engine import data, make_pairs, parse, tiny  # noqa: F401  (data: a fixture)
+from test_engine import data, parse, tiny  # noqa: F401  (data: the fixture the last test uses)
 import p2p_lib.engine as engine
 
 SMALL = {"netG": "unet_128", "ngf": 4, "ndf": 4, "netD": "basic"}

@@ -132,7 +132,9 @@ def test_the_widgets_work_in_a_real_browser(lab):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     sweep = load_sweep()
     with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        # as root chromium needs --no-sandbox; containers often have a tiny /dev/shm
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.goto(f"{base}/lab/tree/widgets.ipynb?token={token}", wait_until="domcontentloaded")

@@ -182,17 +182,19 @@ def load_networks(path: Path) -> tuple[dict, dict]:
     return {"G": G, "D": D, "history": saved["history"], "steps": saved["steps"], "seconds": saved["seconds"]}, config
 
 
-def commit(paths: list[Path], message: str) -> None:
-    "git add + commit of exactly these paths (other staged work stays as it was); a few tries if git is busy."
-    names = [str(p.relative_to(ROOT)) for p in paths]
+def commit(paths: list[Path], message: str, repo: Path = ROOT) -> bool:
+    """git add + commit of exactly these paths (other staged work stays staged, uncommitted); a few tries if
+    another git command holds the index. Returns whether it committed; a failure is a warning, not a stop."""
+    names = [str(Path(p).resolve().relative_to(Path(repo).resolve())) for p in paths]
     for attempt in range(5):
-        added = subprocess.run(["git", "add", "--", *names], cwd=ROOT, capture_output=True, text=True)
-        done = subprocess.run(["git", "commit", "-q", "-m", message, "--only", "--", *names], cwd=ROOT,
+        added = subprocess.run(["git", "add", "--", *names], cwd=repo, capture_output=True, text=True)
+        done = subprocess.run(["git", "commit", "-q", "-m", message, "--only", "--", *names], cwd=repo,
                               capture_output=True, text=True) if added.returncode == 0 else added
         if done.returncode == 0:
-            return
+            return True
         time.sleep(2 + 3 * attempt)  # another git command holds index.lock
     print(f"warning: could not commit {', '.join(names)}: {done.stderr.strip()}", file=sys.stderr)
+    return False
 
 
 def _shown_path(path: Path) -> str:
