@@ -11,7 +11,7 @@ from p2p_lib.paths import PROJECT_ROOT
 from p2p_lib.patchgan import patch_grid_size, patch_span, receptive_field
 
 
-__all__ = ['ABLATIONS_DIR', 'load_sweep', 'run_metric', 'summarise', 'PAPER_PIXEL_ACCURACY', 'TABLES', 'COLUMNS', 'table_rows', 'format_table', 'LAMBDA_SETTINGS', 'VIEW_METRICS', 'lambda_view', 'PATCH_CHOICES', 'PATCH_SETTINGS', 'patch_view', 'outline_patch']
+__all__ = ['ABLATIONS_DIR', 'load_sweep', 'run_metric', 'summarise', 'PAPER_PIXEL_ACCURACY', 'TABLES', 'COLUMNS', 'table_rows', 'format_table', 'compare', 'LAMBDA_SETTINGS', 'VIEW_METRICS', 'lambda_view', 'PATCH_CHOICES', 'PATCH_SETTINGS', 'patch_view', 'outline_patch']
 
 
 ABLATIONS_DIR = PROJECT_ROOT / "experiments" / "ablations"  # tools/ablate.py writes one folder per run here
@@ -56,10 +56,12 @@ TABLES = {
     "Table 2 · the generator (the paper: batch 10; ours: batch 1)": [
         ("encoder-decoder, L1", "encdec_l1", None), ("encoder-decoder, L1+cGAN", "encdec_l1_cgan", "encdec_l1_cgan"),
         ("U-Net, L1", "l1", None), ("U-Net, L1+cGAN", "l1_cgan", "unet_l1_cgan_batch10")],
-    "Table 3 · the discriminator's patch (L1+cGAN)": [
-        ("PixelGAN, 1 px", "pixelgan", "pixelgan"), ("n_layers 1, 16 px", "patch_n1", "patch_16"),
-        ("n_layers 2, 34 px", "patch_n2", None), ("n_layers 3, 70 px", "l1_cgan", "patch_70"),
-        ("n_layers 4, 142 px", "patch_n4", None)],
+    # Table 3 by the patch's share of the image side: the paper's 70 px of 256 (27%) is our 34 px of 128, its
+    # 286 px (112%) our 142 px; its 16 px (6%) has no equal here, our 16 px (12%) is the nearest.
+    "Table 3 · the discriminator's patch (L1+cGAN), by share of the image side; paper column: same share": [
+        ("PixelGAN, 1 px", "pixelgan", "pixelgan"), ("16 px, 12% (paper 16: 6%)", "patch_n1", "patch_16"),
+        ("34 px, 27% (paper 70)", "patch_n2", "patch_70"), ("70 px, 55% (not in paper)", "l1_cgan", None),
+        ("142 px, 111% (paper 286)", "patch_n4", "patch_286")],
 }
 COLUMNS = (("L1", "L1 ↓"), ("PSNR", "PSNR ↑"), ("SSIM", "SSIM ↑"), ("colour", "colour ↑"),
            ("sharpness_pooled", "sharp"), ("checkerboard_ratio", "checker"))
@@ -85,6 +87,18 @@ def format_table(rows: list[dict]) -> str:
         paper = f"{row['paper']:.2f}" if row["paper"] is not None else "—"
         lines.append(f"{row['row'] + f' ({seeds})':<30}" + "".join(cells) + f"{paper:>11}")
     return "\n".join(lines)
+
+
+def compare(sweep: dict, first: str, second: str, metric: str) -> dict | None:
+    """first minus second on `metric` (means over seeds), and whether the sweep tells them apart: their
+    intervals (mean ± half the spread) do not overlap, with at least two seeds each (one seed has no
+    spread to judge by: "apart" is None). None while either setting has no run."""
+    a, b = summarise(sweep.get(first, []), metric), summarise(sweep.get(second, []), metric)
+    if a is None or b is None:
+        return None
+    difference = a["mean"] - b["mean"]
+    apart = None if min(a["seeds"], b["seeds"]) < 2 else abs(difference) > (a["spread"] + b["spread"]) / 2
+    return {"difference": difference, "apart": apart, "seeds": (a["seeds"], b["seeds"])}
 
 
 # lambda -> the sweep setting trained with it (L1 + cGAN; lambda 0 is cGAN alone, 100 the paper's)

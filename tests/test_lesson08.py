@@ -234,3 +234,18 @@ def test_drawing_on_the_widget_changes_the_photo():
     assert (draw.labels[:101] == FACADE_CLASSES.index("shop")).all()
     draw.clear.click()
     assert (draw.labels == FACADE_CLASSES.index("facade")).all()
+
+
+def test_compare_tells_settings_apart_only_beyond_their_seed_spread(tmp_path):
+    from p2p_lib.ablation import compare
+    for seed, (a, b) in enumerate([(0.20, 0.15), (0.22, 0.16)]):
+        fake_result(tmp_path, "l1_cgan", seed, a)
+        fake_result(tmp_path, "l1", seed, b)
+    fake_result(tmp_path, "cgan", 0, 0.30)
+    sweep = load_sweep(tmp_path)
+    apart = compare(sweep, "l1_cgan", "l1", "L1")
+    assert apart["difference"] == pytest.approx(0.055) and apart["apart"] is True and apart["seeds"] == (2, 2)
+    # sharpness_pooled is 0.5 + seed in fake_result: equal means, spreads of 1
+    assert compare(sweep, "l1_cgan", "l1", "sharpness_pooled")["apart"] is False
+    assert compare(sweep, "l1_cgan", "cgan", "L1")["apart"] is None  # one seed of cgan: nothing to judge by
+    assert compare(sweep, "l1_cgan", "gan", "L1") is None
