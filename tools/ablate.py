@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import torch
+from PIL import Image
 from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,8 +119,8 @@ def curves(history: dict[str, list[float]], points: int = 32) -> dict:
                               for name, v in history.items()}}
 
 
-def evaluate_run(G, D, config: dict, val_A, val_B) -> dict:
-    "Scores on the whole val split (scores() of tools/reference_model.py, and the sharpness after 2x2 pooling)."
+def evaluate_run(G, D, config: dict, val_A, val_B) -> tuple[dict, torch.Tensor]:
+    "(scores, outputs) on the whole val split: scores() of tools/reference_model.py, and the sharpness after 2x2 pooling."
     outputs = translate_batch(G, val_A, seed=0)
     result = scores(outputs, val_B)
     result["sharpness_pooled"] = detail_ratio(to_unit_range(outputs), to_unit_range(val_B), pool=2).item()
@@ -152,7 +153,6 @@ def write_results(name: str, seed: int, config: dict, trained: dict, val_A, val_
     metrics, outputs = evaluate_run(G, D, config, val_A, val_B)
     shown = list(SHOWN)
     grid = image_grid(outputs[shown])  # one column: the outputs of the shown pairs, top to bottom
-    from PIL import Image
     _write(out / "outputs.png", png_bytes(Image.fromarray(grid.numpy())))
     result = {"setting": name, "paper_name": SETTINGS[name][0], "seed": seed,
               "options": {k: v for k, v in config.items() if k not in ("snapshots", "snapshot_steps")},
