@@ -125,6 +125,15 @@ class SpeedSettings:
         return ", ".join(parts) + (f" ({'; '.join(self.why)})" if self.why else "")
 
 
+def _cpu_amp_reason(fast: bool) -> str:
+    "Why auto picked what it did on this CPU: its hardware, or the P2P_BF16=off switch."
+    if fast:
+        return "bf16: the CPU has AMX/AVX-512-BF16"
+    if cpu_has_fast_bf16(environ={}):
+        return "float32: P2P_BF16=off (this CPU has native bf16; acting as one without)"
+    return "float32: no AMX/AVX-512-BF16 on this CPU (bf16 would be emulated, many times slower)"
+
+
 def _amp_dtype(device: torch.device, amp: str, why: list[str]) -> torch.dtype | None:
     if amp == "off":
         return None
@@ -133,8 +142,7 @@ def _amp_dtype(device: torch.device, amp: str, why: list[str]) -> torch.dtype | 
             raise ValueError("--amp fp16: float16 autocast is for GPUs; on a CPU use --amp bf16")
         fast = cpu_has_fast_bf16()
         if amp == "auto":
-            why.append("bf16: the CPU has AMX/AVX-512-BF16" if fast else
-                       "float32: no AMX/AVX-512-BF16 on this CPU (bf16 would be emulated, many times slower)")
+            why.append(_cpu_amp_reason(fast))
             return torch.bfloat16 if fast else None
         if not fast:
             why.append("bf16 asked for, but this CPU has no native bf16: expect it to be SLOWER than float32")

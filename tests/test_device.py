@@ -35,7 +35,10 @@ def test_the_cpu_default_takes_bf16_only_where_the_hardware_has_it(monkeypatch, 
     assert (speed.amp_dtype, speed.channels_last, speed.fused_adam, speed.grad_scaler) == (dtype, channels_last, True, False)
     assert ("bf16 autocast" if dtype else "float32") in speed.describe()
     monkeypatch.setenv("P2P_BF16", "off")
-    assert pick_speed("cpu").amp_dtype is None  # an AMX machine can check the budget of one without bf16
+    switched = pick_speed("cpu")
+    assert switched.amp_dtype is None  # an AMX machine can check the budget of one without bf16
+    # and it says which of the two made it float32: the switch, or a CPU without native bf16
+    assert ("P2P_BF16=off" in switched.describe()) is (dtype is not None), switched.describe()
 
 
 def test_switching_the_fast_settings_off(monkeypatch):
