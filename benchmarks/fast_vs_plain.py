@@ -9,7 +9,8 @@ plain = p2p_lib.device.pick_speed(device, plain=True): float32, NCHW, plain Adam
 fast = pick_speed(device): what `p2p train` uses here (bf16 autocast + channels_last + fused Adam on CPUs with
 AMX/AVX-512-BF16, float32 + fused Adam on other CPUs). The training is lesson 06's own: build_training + fit on
 SeededPairs, the COURSE_CONFIG settings. Pixel metrics on [0, 1]. The question is whether the gap between the
-variants is within the spread between seeds of one variant; it writes benchmarks/results/fast_vs_plain.json.
+variants is within the spread between seeds of one variant; it writes benchmarks/results/fast_vs_plain_ISA.json,
+one file per CPU class (avx2, avx-512-bf16, amx, ...), since the answer depends on what the fast default is there.
 """
 from __future__ import annotations
 
@@ -58,7 +59,8 @@ def main(argv=None) -> None:
               "code_version": code_version(), "machine": machine(), "pixel_scale": "[0, 1]",
               "variants": {name: speed.describe() for name, speed in variants.items()}, "runs": rows}
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    (RESULTS_DIR / "fast_vs_plain.json").write_text(json.dumps(result, indent=1) + "\n")
+    isa = result["machine"].get("isa", device.type) if device.type == "cpu" else device.type
+    (RESULTS_DIR / f"fast_vs_plain_{isa.lower()}.json").write_text(json.dumps(result, indent=1) + "\n")
     for name in variants:
         l1 = [r["val"]["L1"] for r in rows if r["variant"] == name]
         print(f"{name:<6} L1 over seeds: {', '.join(f'{v:.4f}' for v in l1)} (spread {max(l1) - min(l1):.4f})")
