@@ -75,9 +75,15 @@ def test_two_processes_with_batch_1_train_as_one_with_batch_2(tmp_path):
         diff = torch.cat([(two[net][k].float() - one[net][k].float()).abs().flatten() for k in one[net]])
         moved = torch.cat([(one[net][k].float() - first[net][k].float()).abs().flatten() for k in one[net]])
         # Adam divides by the gradient's own size, so a weight whose gradient is ~0 can flip its update on a
-        # rounding difference (measured: max 7e-4). The rest must agree: measured 99% within 1e-8, while a
-        # typical weight moved by 2.6e-4 in these 3 steps (a wrong shard or no averaging moves most of them).
-        assert diff.quantile(0.99).item() < 1e-6 and moved.median().item() > 1e-4, (net, diff.quantile(0.99).item())
+        # rounding difference (measured: max 9e-4), and how far rounding goes depends on the CPU's kernels. So the
+        # bound is relative to how far a typical weight moved in these 3 steps (2.6e-4). Measured |two - one| of G:
+        # on an AVX2 CPU 99% within 1e-8; on an AVX-512 CPU median 1.4e-7, 90th percentile 1.5e-6 (99th: 7e-6);
+        # against a wrong run (one process, batch 1: other data at each step, as a wrong shard or no averaging
+        # gives) median 1.5e-4, 90th percentile 4.7e-4.
+        typical = moved.median().item()
+        assert typical > 1e-4, (net, typical)
+        assert diff.median().item() < 0.01 * typical and diff.quantile(0.9).item() < 0.05 * typical, \
+            (net, diff.median().item(), diff.quantile(0.9).item(), typical)
 
 
 def test_two_processes_train_in_step_and_only_rank_0_writes(tmp_path):
