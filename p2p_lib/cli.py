@@ -13,6 +13,7 @@ COMMAND_MODULES = (
     "p2p_lib.download",   # p2p download
     "p2p_lib.checkdata",  # p2p check-data
     "p2p_lib.combine",    # p2p combine
+    "p2p_lib.makepairs",  # p2p make-pairs
     "p2p_lib.engine",     # p2p train
     "p2p_lib.evaluate",   # p2p test, p2p translate
 )
