@@ -3,14 +3,18 @@
 """09 · One recipe, many tasks: the pieces this lesson builds, as the library keeps them."""
 
 
+import warnings
 import zlib
 import numpy as np
 import torch
 from PIL import Image, ImageFilter, ImageOps
 from skimage import color, feature, morphology  # scikit-image: Canny, thinning and CIE L*a*b*
+from pathlib import Path
+from p2p_lib.data import get_params, transform_image
+from p2p_lib.imagefiles import PairedDataError, convert_mode, list_images, open_image
 
 
-__all__ = ['TASKS', 'photo_half', 'to_gray', 'lab_tensors', 'lab_to_rgb', 'rectangle_mask', 'hide', 'paste_known', 'edge_map', 'stylize', 'bicubic_degrade', 'task_input']
+__all__ = ['TASKS', 'photo_half', 'to_gray', 'lab_tensors', 'lab_to_rgb', 'rectangle_mask', 'hide', 'paste_known', 'edge_map', 'stylize', 'bicubic_degrade', 'task_input', 'ColorizationDataset', 'lab_batch_to_rgb']
 
 
 TASKS = ("colorize", "inpaint", "edges", "stylize", "superres")
@@ -45,7 +49,10 @@ def lab_to_rgb(L: torch.Tensor, ab: torch.Tensor) -> np.ndarray:
     """Back to an RGB photo (H x W x 3 uint8) from the scaled L (1 x H x W) and ab (2 x H x W), as the
     official colorization model's lab2rgb; colours outside sRGB are clipped."""
     lab = torch.cat([(L + 1.0) * 50.0, ab * 110.0]).permute(1, 2, 0).double().numpy()
-    return (np.clip(color.lab2rgb(lab), 0, 1) * 255).round().astype(np.uint8)
+    with warnings.catch_warnings():  # scikit-image warns when it clips such colours: clipping is the intent here
+        warnings.filterwarnings("ignore", message="Conversion from CIE-LAB", category=UserWarning)
+        rgb = color.lab2rgb(lab)
+    return (np.clip(rgb, 0, 1) * 255).round().astype(np.uint8)
 
 
 def rectangle_mask(size: tuple[int, int], key: str = "", seed: int = 0, count: tuple[int, int] = (1, 3),
@@ -119,3 +126,38 @@ def task_input(task: str, photo: Image.Image, key: str = "", seed: int = 0) -> I
     if task == "superres":
         return bicubic_degrade(photo)
     raise ValueError(f"unknown task {task!r}; the tasks are {', '.join(TASKS)}")
+
+
+class ColorizationDataset(torch.utils.data.Dataset):
+    """The official `colorization` dataset mode on any folder of photos: item i is {"A": L* / 50 - 1
+    (1 x H x W), "B": a*b* / 110 (2 x H x W), "A_paths", "B_paths"}, made from root/phase/ photo i (or its
+    `half` of an A|B file, as facades) after lesson 05's resize, random crop and flip (torch's global RNG,
+    as PairedImageDataset). For testing, pass load_size=crop_size and no_flip=True."""
+
+    def __init__(self, root, phase="train", half=None, load_size=286, crop_size=256,
+                 preprocess="resize_and_crop", no_flip=False, max_dataset_size=float("inf")):
+        folder = Path(root) / phase
+        images, problems, _ = list_images(folder)
+        if problems:
+            raise problems[0]
+        if not images:
+            raise PairedDataError(f"no photos in {folder}", folder)
+        count = len(images) if max_dataset_size == float("inf") else int(max_dataset_size)
+        self.images, self.half, self.no_flip = images[:count], half, no_flip
+        self.options = dict(preprocess=preprocess, load_size=load_size, crop_size=crop_size)
+
+    def __len__(self):
+        return len(self.images)
+
+    def __getitem__(self, index):
+        path = self.images[index]
+        photo = convert_mode(open_image(path), 3, path)
+        photo = photo_half(photo, self.half) if self.half else photo
+        params = get_params(photo.size, **self.options)
+        L, ab = lab_tensors(transform_image(photo, params, no_flip=self.no_flip, path=path, **self.options))
+        return {"A": L, "B": ab, "A_paths": str(path), "B_paths": str(path)}
+
+
+def lab_batch_to_rgb(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    "N x 1 x H x W lightness and N x 2 x H x W colour (network scale) -> N x 3 x H x W RGB in [-1, 1], to show and score."
+    return torch.stack([torch.from_numpy(lab_to_rgb(l, c)).permute(2, 0, 1) for l, c in zip(L, ab)]).float() / 127.5 - 1

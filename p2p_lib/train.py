@@ -28,7 +28,7 @@ from p2p_lib.paths import PROJECT_ROOT, dataset_dir
 from p2p_lib.progress import StepProgress
 
 
-__all__ = ['set_requires_grad', 'discriminator_condition', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'training_code_digest', 'course_model_path', 'generator_options', 'COMMAND_OPTIONS', 'command_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result', 'REFERENCE_MODEL', 'reference_model']
+__all__ = ['set_requires_grad', 'discriminator_condition', 'update_D', 'update_G', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'training_code_digest', 'course_model_path', 'generator_options', 'COMMAND_OPTIONS', 'command_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result', 'REFERENCE_MODEL', 'reference_model']
 
 
 def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) -> None:
@@ -55,41 +55,62 @@ def discriminator_condition(real_A: torch.Tensor, adversarial: str = "cgan") -> 
     return real_A if adversarial == "cgan" else real_A[:, :0]
 
 
-def train_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
-               real_A: torch.Tensor, real_B: torch.Tensor, gan_loss: GANLoss, lambda_L1: float = 100.0,
-               amp_dtype: torch.dtype | None = None, scaler=None, adversarial: str = "cgan") -> dict[str, torch.Tensor]:
-    """One pix2pix iteration (the official `optimize_parameters`): fake_B = G(real_A), one update of D
-    on real pairs vs fake pairs (lesson 04's discriminator_loss: x 0.5, fake_B detached), then one update
-    of G on the adversarial loss + lambda_L1 * L1 with D's weights frozen. `amp_dtype` (torch.bfloat16 or
-    torch.float16) runs the forward passes under autocast; `scaler` is the GradScaler float16 needs.
-    `adversarial`: "cgan" (the paper), "gan" (D sees the image alone) or "none" (L1 alone, D untouched).
-    Returns the losses the official code logs, detached: G_GAN, G_L1 (times lambda_L1), D_real, D_fake."""
-    def autocast():
-        return torch.autocast(real_A.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
+def _autocast(device_type: str, amp_dtype: torch.dtype | None):
+    "Autocast to amp_dtype (bfloat16, float16) on this device type, or nothing (float32) for None."
+    return torch.autocast(device_type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
 
-    condition = discriminator_condition(real_A, adversarial)    # (N, 3 or 0, H, W)
-    with autocast():
-        fake_B = G(real_A)                                      # (N, 3, H, W) in [-1, 1]
-    zero = fake_B.new_zeros(()).float()
-    loss_D_real = loss_D_fake = zero
-    if adversarial != "none":
-        # D: real pairs -> 1, fake pairs -> 0; the detach inside discriminator_loss keeps this update out of G.
-        set_requires_grad(D, True)
-        opt_D.zero_grad(set_to_none=True)
-        with autocast():
-            loss_D, loss_D_fake, loss_D_real = discriminator_loss(D, gan_loss, condition, real_B, fake_B, parts=True)
-        _backward_and_step(loss_D, opt_D, scaler)
-        set_requires_grad(D, False)
-    # G: make D call the fake pair real, and stay close to the target; D's weights frozen.
+
+def update_D(D: nn.Module, opt_D: torch.optim.Optimizer, gan_loss: GANLoss, condition: torch.Tensor,
+             real_B: torch.Tensor, fake_B: torch.Tensor, amp_dtype: torch.dtype | None = None,
+             scaler=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """D's half of an iteration: one update on real pairs -> 1 vs fake pairs -> 0 (lesson 04's
+    discriminator_loss: x 0.5; the detach inside it keeps this update out of G). D is left frozen for G's
+    half. Returns (loss_D_fake, loss_D_real)."""
+    set_requires_grad(D, True)
+    opt_D.zero_grad(set_to_none=True)
+    with _autocast(real_B.device.type, amp_dtype):
+        loss_D, loss_D_fake, loss_D_real = discriminator_loss(D, gan_loss, condition, real_B, fake_B, parts=True)
+    _backward_and_step(loss_D, opt_D, scaler)
+    set_requires_grad(D, False)
+    return loss_D_fake, loss_D_real
+
+
+def update_G(D: nn.Module, opt_G: torch.optim.Optimizer, gan_loss: GANLoss, condition: torch.Tensor,
+             real_B: torch.Tensor, fake_B: torch.Tensor, lambda_L1: float = 100.0,
+             amp_dtype: torch.dtype | None = None, scaler=None,
+             adversarial: str = "cgan") -> tuple[torch.Tensor, torch.Tensor]:
+    """G's half: one update on the adversarial loss (make D call the fake pair real) + lambda_L1 * L1,
+    through fake_B = G(real_A) and with D's weights frozen; with adversarial="none", on lambda_L1 * L1
+    alone. Returns (loss_G_GAN, l1), l1 unweighted."""
+    set_requires_grad(D, False)
     opt_G.zero_grad(set_to_none=True)
-    with autocast():
+    with _autocast(real_B.device.type, amp_dtype):
         if adversarial == "none":
             l1 = F.l1_loss(fake_B, real_B)
-            loss_G, loss_G_GAN = lambda_L1 * l1, zero
+            loss_G, loss_G_GAN = lambda_L1 * l1, fake_B.new_zeros(()).float()
         else:
             loss_G, loss_G_GAN, l1 = generator_loss(D, gan_loss, condition, real_B, fake_B, lambda_L1)
     _backward_and_step(loss_G, opt_G, scaler)
     set_requires_grad(D, True)
+    return loss_G_GAN, l1
+
+
+def train_step(G: nn.Module, D: nn.Module, opt_G: torch.optim.Optimizer, opt_D: torch.optim.Optimizer,
+               real_A: torch.Tensor, real_B: torch.Tensor, gan_loss: GANLoss, lambda_L1: float = 100.0,
+               amp_dtype: torch.dtype | None = None, scaler=None, adversarial: str = "cgan") -> dict[str, torch.Tensor]:
+    """One pix2pix iteration (the official `optimize_parameters`): fake_B = G(real_A), update_D on real
+    pairs vs fake pairs, then update_G through the same fake_B with D's weights frozen. `amp_dtype`
+    (torch.bfloat16 or torch.float16) runs the forward passes under autocast; `scaler` is the GradScaler
+    float16 needs. `adversarial`: "cgan" (the paper), "gan" (D sees the image alone) or "none" (L1 alone,
+    D untouched). Returns the losses the official code logs, detached: G_GAN, G_L1 (times lambda_L1),
+    D_real, D_fake."""
+    condition = discriminator_condition(real_A, adversarial)    # (N, 3 or 0, H, W)
+    with _autocast(real_A.device.type, amp_dtype):
+        fake_B = G(real_A)                                      # (N, 3, H, W) in [-1, 1]
+    loss_D_fake = loss_D_real = fake_B.new_zeros(()).float()    # logged as 0 when D is not trained
+    if adversarial != "none":
+        loss_D_fake, loss_D_real = update_D(D, opt_D, gan_loss, condition, real_B, fake_B, amp_dtype, scaler)
+    loss_G_GAN, l1 = update_G(D, opt_G, gan_loss, condition, real_B, fake_B, lambda_L1, amp_dtype, scaler, adversarial)
     if scaler is not None:
         scaler.update()
     return {"G_GAN": loss_G_GAN.detach(), "G_L1": (lambda_L1 * l1).detach(),
@@ -444,7 +465,8 @@ def course_model_path(config: dict | None = None) -> Path:
 def generator_options(config: dict) -> dict:
     "The options a generator checkpoint keeps (what p2p translate and p2p test need), from a course config."
     return {"netG": config["netG"], "ngf": config["ngf"], "norm": config["norm"],
-            "no_dropout": config["no_dropout"], "input_nc": 3, "output_nc": 3, "direction": config["direction"],
+            "no_dropout": config["no_dropout"], "input_nc": config.get("input_nc", 3),
+            "output_nc": config.get("output_nc", 3), "direction": config["direction"],
             "load_size": config["crop_size"], "crop_size": config["crop_size"], "preprocess": "resize_and_crop"}
 
 
@@ -473,14 +495,16 @@ class LossHistory(Hooks):
 
 
 class Snapshots(Hooks):
-    "Grids of fixed validation inputs | outputs | targets at chosen steps (and at step 0 when made)."
+    """Grids of fixed validation inputs | outputs | targets at chosen steps (and at step 0 when made); none
+    (grid None) for zero images, as for lesson 09's 1 -> 2-channel colorization, which no grid can show."""
 
     def __init__(self, G: nn.Module, val_A: torch.Tensor, val_B: torch.Tensor, steps):
         self.val_A, self.val_B, self.steps = val_A, val_B, set(steps)
         self.grids = [self.take(G, 0)]
 
     def take(self, G: nn.Module, step: int) -> dict:
-        return {"step": step, "grid": image_grid(self.val_A, translate_batch(G, self.val_A), self.val_B)}
+        grid = image_grid(self.val_A, translate_batch(G, self.val_A), self.val_B) if len(self.val_A) else None
+        return {"step": step, "grid": grid}
 
     def after_step(self, run, losses):
         if run.step in self.steps:
@@ -499,17 +523,20 @@ class Progress(Hooks):
 
 
 def train_course_model(config: dict | None = None, device=None, verbose: bool = True,
-                       max_steps: int | None = None) -> dict:
+                       max_steps: int | None = None, train_data=None, val=None) -> dict:
     """Train the course model of `config` (default COURSE_CONFIG) from scratch with `fit`, the loop p2p train
     runs; returns the dict that course_model() returns. Float32 pinned (amp off), so the same config gives
-    the same model on every CPU, bf16 or not; seeded, so on one machine the same weights every time."""
+    the same model on every CPU, bf16 or not; seeded, so on one machine the same weights every time.
+    `train_data` (a dataset of {"A", "B"} items) and `val` ((val_A, val_B)) replace the config's paired
+    dataset: lesson 09 trains other tasks, with other inputs and channel counts, with this same loop."""
     config = COURSE_CONFIG if config is None else config
     device = pick_device(device)
-    root = dataset_dir(config["dataset"])
-    train = PairedImageDataset(root, "train", direction=config["direction"], load_size=config["load_size"],
-                               crop_size=config["crop_size"])
-    pairs = SeededPairs(train, config["seed"])
-    val_A, val_B = val_tensors(root, config["direction"], config["crop_size"], config["num_val"])
+    if train_data is None:
+        train_data = PairedImageDataset(dataset_dir(config["dataset"]), "train", direction=config["direction"],
+                                        load_size=config["load_size"], crop_size=config["crop_size"])
+    pairs = SeededPairs(train_data, config["seed"])
+    val_A, val_B = val if val is not None else val_tensors(dataset_dir(config["dataset"]), config["direction"],
+                                                           config["crop_size"], config["num_val"])
     total = max_steps or steps_per_epoch(pairs, config["batch_size"]) * (config["n_epochs"] + config["n_epochs_decay"])
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         run = build_training(config, device, pick_speed(device, amp="off", channels_last=False))

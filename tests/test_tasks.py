@@ -10,10 +10,12 @@ import torch
 from PIL import Image
 
 from p2p_lib import cli
-from p2p_lib.data import PairedImageDataset
+from p2p_lib.data import PairedImageDataset, get_params, transform_image
+from p2p_lib.imagefiles import PairedDataError
 from p2p_lib.makepairs import MakePairsError, make_pairs
-from p2p_lib.tasks import (TASKS, bicubic_degrade, edge_map, hide, lab_tensors, lab_to_rgb, paste_known, photo_half,
-                           rectangle_mask, stylize, task_input, to_gray)
+from p2p_lib.tasks import (TASKS, ColorizationDataset, bicubic_degrade, edge_map, hide, lab_batch_to_rgb, lab_tensors,
+                           lab_to_rgb, paste_known, photo_half, rectangle_mask, stylize, task_input, to_gray)
+from p2p_lib.train import COURSE_CONFIG, train_course_model
 
 
 def photo(seed: int = 0, size: int = 64) -> Image.Image:
@@ -221,3 +223,52 @@ def test_the_command_line(photo_folders, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["make-pairs", "--task", "blur", str(photo_folders), str(dest)])
     assert exit_.value.code == 2 and "invalid choice: 'blur'" in capsys.readouterr().err
+
+
+# --- the L*a*b* colorization dataset, and the course loop on it ---------------------------------------
+def test_colorization_dataset_converts_each_photo_after_one_shared_jitter(photo_folders):
+    plain = ColorizationDataset(photo_folders, "train", load_size=64, crop_size=64, no_flip=True)
+    assert len(plain) == 2
+    item = plain[1]
+    L, ab = lab_tensors(photo(1))
+    assert torch.equal(item["A"], L) and torch.equal(item["B"], ab) and item["A_paths"].endswith("b.png")
+    jittered = ColorizationDataset(photo_folders, "train", load_size=72, crop_size=48)
+    torch.manual_seed(3)
+    item = jittered[0]
+    assert item["A"].shape == (1, 48, 48) and item["B"].shape == (2, 48, 48)
+    # L* and a*b* come from one crop and one flip: together they are a real photo's crop, not two
+    rebuilt = lab_to_rgb(item["A"], item["B"]).astype(int)
+    torch.manual_seed(3)
+    params = get_params((64, 64), load_size=72, crop_size=48)
+    expected = pixels(transform_image(photo(0), params, load_size=72, crop_size=48))
+    assert np.abs(rebuilt - expected).max() <= 1
+    rgb = lab_batch_to_rgb(item["A"][None], item["B"][None])
+    assert rgb.shape == (1, 3, 48, 48) and rgb.min() >= -1 and rgb.max() <= 1
+
+
+def test_colorization_dataset_reads_one_half_and_names_bad_files(tmp_path):
+    (tmp_path / "train").mkdir()
+    aligned = Image.new("RGB", (128, 64), (0, 0, 255))
+    aligned.paste(photo(7), (0, 0))
+    aligned.save(tmp_path / "train" / "1.png")
+    item = ColorizationDataset(tmp_path, "train", half="left", load_size=64, crop_size=64, no_flip=True)[0]
+    assert torch.equal(item["B"], lab_tensors(photo(7))[1])
+    (tmp_path / "val").mkdir()
+    with pytest.raises(PairedDataError, match="no photos in"):
+        ColorizationDataset(tmp_path, "val")
+    (tmp_path / "val" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 40)
+    with pytest.raises(PairedDataError, match="bad.png"):
+        ColorizationDataset(tmp_path, "val", load_size=64, crop_size=64)[0]
+
+
+def test_the_course_loop_trains_one_to_two_channels(photo_folders):
+    config = {**COURSE_CONFIG, "input_nc": 1, "output_nc": 2, "ngf": 4, "ndf": 4, "snapshots": 0,
+              "snapshot_steps": [], "num_val": 1}   # unet_128: the photos at 128 px
+    train = ColorizationDataset(photo_folders, "train", load_size=143, crop_size=128)
+    val_item = ColorizationDataset(photo_folders, "val", load_size=128, crop_size=128, no_flip=True)[0]
+    result = train_course_model(config, "cpu", verbose=False, max_steps=2, train_data=train,
+                                val=(val_item["A"][None], val_item["B"][None]))
+    assert result["steps"] == 2 and result["options"]["input_nc"] == 1 and result["options"]["output_nc"] == 2
+    assert [g["grid"] for g in result["snapshots"]] == [None, None]  # no grid shows 2 channels
+    with torch.no_grad():
+        assert result["G"](val_item["A"][None]).shape == (1, 2, 128, 128)

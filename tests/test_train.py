@@ -19,7 +19,7 @@ from p2p_lib.train import (COURSE_CONFIG, Hooks, SeededPairs, TrainingDiverged, 
                            course_model, course_model_path, epoch_batches, epoch_keys, fit, image_grid, l1_and_psnr,
                            lr_factor, make_optimizers, make_scheduler, pick_device, set_requires_grad,
                            steps_per_epoch, TRAINING_MODULES, train_step, training_code_digest, translate_batch,
-                           val_tensors)
+                           update_D, update_G, val_tensors)
 from p2p_lib.unet import UNetGenerator
 
 
@@ -119,6 +119,31 @@ def test_train_step_losses_are_the_official_ones():
     assert losses["G_L1"].item() == pytest.approx(10.0 * l1, rel=1e-5)  # weighted, as the official log
     # the D_real the step reports was measured before D's update, on the real pair
     assert losses["D_real"].item() == pytest.approx(F.softplus(-real_logits).mean().item(), rel=1e-5)
+
+
+def test_update_d_and_update_g_each_move_only_their_network_and_make_up_train_step():
+    G, D = tiny_nets(dropout=False)
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    (opt_G, opt_D), (opt_G2, opt_D2) = make_optimizers(G, D), make_optimizers(G2, D2)
+    A, B = pair()
+    # weights only: a forward pass in train mode also moves BatchNorm's running statistics
+    before = {name: [p.detach().clone() for p in net.parameters()] for name, net in (("G", G2), ("D", D2))}
+
+    def unchanged(net, name):
+        return all(torch.equal(a, b) for a, b in zip(net.parameters(), before[name]))
+
+    fake_B = G2(A)  # once, as train_step does: both halves go through the same fake_B
+    update_D(D2, opt_D2, GANLoss(), A, B, fake_B)
+    assert unchanged(G2, "G") and not unchanged(D2, "D")
+    assert not any(p.requires_grad for p in D2.parameters())  # left frozen for G's half
+    before["D"] = [p.detach().clone() for p in D2.parameters()]
+    update_G(D2, opt_G2, GANLoss(), A, B, fake_B, lambda_L1=100.0)
+    assert unchanged(D2, "D") and not unchanged(G2, "G")
+    assert all(p.requires_grad for p in D2.parameters())
+    # the two halves in order are train_step, to the bit
+    train_step(G, D, opt_G, opt_D, A, B, GANLoss(), lambda_L1=100.0)
+    for ours, halves in ((G, G2), (D, D2)):
+        assert all(torch.equal(a, b) for a, b in zip(ours.state_dict().values(), halves.state_dict().values()))
 
 
 def test_the_g_step_leaves_no_gradient_in_d_and_the_d_step_none_in_g():
