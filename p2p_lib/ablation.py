@@ -9,9 +9,13 @@ import numpy as np
 from p2p_lib.networks import define_D
 from p2p_lib.paths import PROJECT_ROOT
 from p2p_lib.patchgan import patch_grid_size, patch_span, receptive_field
+import torch
+from torch.nn import functional as F
+from p2p_lib.losses import GANLoss
+from p2p_lib.train import discriminator_condition, translate_batch
 
 
-__all__ = ['ABLATIONS_DIR', 'load_sweep', 'run_metric', 'summarise', 'PAPER_PIXEL_ACCURACY', 'TABLES', 'COLUMNS', 'table_rows', 'format_table', 'compare', 'LAMBDA_SETTINGS', 'VIEW_METRICS', 'lambda_view', 'PATCH_CHOICES', 'PATCH_SETTINGS', 'patch_view', 'outline_patch']
+__all__ = ['ABLATIONS_DIR', 'load_sweep', 'run_metric', 'summarise', 'PAPER_PIXEL_ACCURACY', 'TABLES', 'COLUMNS', 'table_rows', 'format_table', 'compare', 'gradient_shares', 'LAMBDA_SETTINGS', 'VIEW_METRICS', 'lambda_view', 'PATCH_CHOICES', 'PATCH_SETTINGS', 'patch_view', 'outline_patch']
 
 
 ABLATIONS_DIR = PROJECT_ROOT / "experiments" / "ablations"  # tools/ablate.py writes one folder per run here
@@ -99,6 +103,27 @@ def compare(sweep: dict, first: str, second: str, metric: str) -> dict | None:
     difference = a["mean"] - b["mean"]
     apart = None if min(a["seeds"], b["seeds"]) < 2 else abs(difference) > (a["spread"] + b["spread"]) / 2
     return {"difference": difference, "apart": apart, "seeds": (a["seeds"], b["seeds"])}
+
+
+def gradient_shares(G, D, config: dict, val_A: torch.Tensor, val_B: torch.Tensor) -> dict | None:
+    """The norms of the two parts of G's gradient with respect to its output G(x), per image then averaged:
+    the adversarial term, judged by the trained D, and lambda * L1; None for a run without a D. G translates
+    in the paper's test mode (train mode, dropout seed 0); `config` gives gan_mode, lambda_L1, adversarial."""
+    adversarial = config.get("adversarial") or "cgan"
+    if adversarial == "none":
+        return None
+    gan_loss, lambda_L1 = GANLoss(config["gan_mode"]), float(config["lambda_L1"])
+    fake = translate_batch(G, val_A, seed=0).requires_grad_(True)   # N x 3 x H x W, the leaf we differentiate by
+    norms = {"adversarial": [], "l1": []}
+    for i in range(len(val_A)):  # one image at a time: a norm per image, as G sees it at batch 1
+        A, B, out = val_A[i:i + 1], val_B[i:i + 1], fake[i:i + 1]
+        verdict = D(torch.cat([discriminator_condition(A, adversarial), out], 1))  # 1 x 1 x h x w patch logits
+        adv, = torch.autograd.grad(gan_loss(verdict, True), out)
+        l1, = torch.autograd.grad(lambda_L1 * F.l1_loss(out, B), out)
+        norms["adversarial"].append(adv.norm().item())
+        norms["l1"].append(l1.norm().item())
+    mean = {part: sum(values) / len(values) for part, values in norms.items()}
+    return {**mean, "pairs": len(val_A), "adversarial_share": mean["adversarial"] / (mean["adversarial"] + mean["l1"])}
 
 
 # lambda -> the sweep setting trained with it (L1 + cGAN; lambda 0 is cGAN alone, 100 the paper's)

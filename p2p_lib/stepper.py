@@ -14,15 +14,15 @@ from p2p_lib.verdicts import patch_verdicts
 __all__ = ['StepByStep']
 
 
-from p2p_lib.train import (LOSS_NAMES, make_optimizers, seeded, set_requires_grad, train_step, translate_batch,
-                           translation_mode, val_tensors)
+from p2p_lib.train import (LOSS_NAMES, make_optimizers, seeded, train_step, translate_batch, translation_mode,
+                           update_D, update_G, val_tensors)
 
 
 class StepByStep:
     """A tiny pix2pix, small enough to step by hand on a CPU: `pairs` training facades at `size` px, a U-Net
     of log2(size) levels and a 70-px PatchGAN, both `width` filters wide, batch = all the pairs. d_step()
-    and g_step() make one update of one network (lesson 04's losses, lesson 06's optimisers); run(n) makes n
-    whole iterations (lesson 06's train_step). After every update the four losses are measured on the
+    and g_step() make one update of one network (lesson 06's update_D and update_G, the two halves of
+    train_step); run(n) makes n whole iterations (train_step itself). After every update the four losses are measured on the
     batch at the current weights (seeded dropout) and appended to `history`: one point per update."""
 
     def __init__(self, root, pairs: int = 4, size: int = 64, width: int = 8, lambda_L1: float = 100.0, seed: int = 0):
@@ -39,21 +39,12 @@ class StepByStep:
 
     def d_step(self) -> dict:
         "One update of D on real vs fake pairs (the fakes detached); G unchanged."
-        fake = self._fake()
-        set_requires_grad(self.D, True)
-        self.opt_D.zero_grad(set_to_none=True)
-        discriminator_loss(self.D, self.gan_loss, self.A, self.B, fake).backward()
-        self.opt_D.step()
+        update_D(self.D, self.opt_D, self.gan_loss, self.A, self.B, self._fake())
         return self._record("D")
 
     def g_step(self) -> dict:
         "One update of G on the adversarial loss + lambda * L1, D's weights frozen; D unchanged."
-        fake = self._fake()
-        set_requires_grad(self.D, False)
-        self.opt_G.zero_grad(set_to_none=True)
-        generator_loss(self.D, self.gan_loss, self.A, self.B, fake, self.lambda_L1)[0].backward()
-        self.opt_G.step()
-        set_requires_grad(self.D, True)
+        update_G(self.D, self.opt_G, self.gan_loss, self.A, self.B, self._fake(), self.lambda_L1)
         return self._record("G")
 
     def run(self, steps: int = 10) -> dict:

@@ -5,7 +5,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from PIL import Image
 
 from imagefactory import aligned_pairs
@@ -37,23 +36,6 @@ def test_the_plan_covers_the_papers_tables_with_two_seeds_and_a_third_for_the_ke
 def test_curves_average_equal_stretches():
     history = {"G_L1": [float(i) for i in range(10)]}
     assert ablate.curves(history, points=5) == {"every": 2, "G_L1": [0.5, 2.5, 4.5, 6.5, 8.5]}
-
-
-def test_gradient_shares_split_gs_gradient_into_its_two_terms():
-    from p2p_lib.networks import define_D, define_G
-    config = {**ablate.BASE, "ngf": 4, "ndf": 4}
-    torch.manual_seed(0)
-    G, D = define_G(config), define_D(config)
-    A, B = torch.rand(2, 3, 128, 128) * 2 - 1, torch.rand(2, 3, 128, 128) * 2 - 1
-    base = ablate.gradient_shares(G, D, config, A, B)
-    ten_times = ablate.gradient_shares(G, D, {**config, "lambda_L1": 1000.0}, A, B)
-    # the L1 part scales with lambda; the adversarial part does not depend on it
-    assert ten_times["l1"] == pytest.approx(10 * base["l1"], rel=1e-5)  # float32 gradients
-    assert ten_times["adversarial"] == pytest.approx(base["adversarial"], rel=1e-5)
-    assert 0 < ten_times["adversarial_share"] < base["adversarial_share"] < 1
-    # L1's gradient of a mean over N*3*H*W pixels: each entry is lambda / (3 H W) in size
-    assert base["l1"] == pytest.approx(100 / (3 * 128 * 128) * (3 * 128 * 128) ** 0.5, rel=1e-3)
-    assert ablate.gradient_shares(G, D, {**config, "adversarial": "none"}, A, B) is None
 
 
 def test_a_tiny_sweep_end_to_end_resumes_and_rescores(tmp_path, capsys):

@@ -10,13 +10,14 @@ import torch
 from PIL import Image
 
 from imagefactory import aligned_pairs
-from p2p_lib.ablation import (PATCH_CHOICES, format_table, lambda_view, load_sweep, outline_patch, patch_view,
-                              summarise, table_rows)
+from p2p_lib.ablation import (PATCH_CHOICES, format_table, gradient_shares, lambda_view, load_sweep, outline_patch,
+                              patch_view, summarise, table_rows)
 from p2p_lib.facadedraw import (FACADE_CLASSES, blank_labels, drawing_to_photo, facade_palette, jet_guess,
                                 labels_from_map, paint_rectangle, render_labels)
 from p2p_lib.networks import define_D, define_G
 from p2p_lib.patchgan import patch_span
 from p2p_lib.stepper import StepByStep
+from p2p_lib.train import COURSE_CONFIG
 from p2p_lib.verdicts import patch_verdicts, verdict_overlay
 
 
@@ -249,3 +250,19 @@ def test_compare_tells_settings_apart_only_beyond_their_seed_spread(tmp_path):
     assert compare(sweep, "l1_cgan", "l1", "sharpness_pooled")["apart"] is False
     assert compare(sweep, "l1_cgan", "cgan", "L1")["apart"] is None  # one seed of cgan: nothing to judge by
     assert compare(sweep, "l1_cgan", "gan", "L1") is None
+
+
+def test_gradient_shares_split_gs_gradient_into_its_two_terms():
+    config = {**COURSE_CONFIG, "ngf": 4, "ndf": 4}
+    torch.manual_seed(0)
+    G, D = define_G(config), define_D(config)
+    A, B = torch.rand(2, 3, 128, 128) * 2 - 1, torch.rand(2, 3, 128, 128) * 2 - 1
+    base = gradient_shares(G, D, config, A, B)
+    ten_times = gradient_shares(G, D, {**config, "lambda_L1": 1000.0}, A, B)
+    # the L1 part scales with lambda; the adversarial part does not depend on it
+    assert ten_times["l1"] == pytest.approx(10 * base["l1"], rel=1e-5)  # float32 gradients
+    assert ten_times["adversarial"] == pytest.approx(base["adversarial"], rel=1e-5)
+    assert 0 < ten_times["adversarial_share"] < base["adversarial_share"] < 1
+    # L1's gradient of a mean over N*3*H*W pixels: each entry is lambda / (3 H W) in size
+    assert base["l1"] == pytest.approx(100 / (3 * 128 * 128) * (3 * 128 * 128) ** 0.5, rel=1e-3)
+    assert gradient_shares(G, D, {**config, "adversarial": "none"}, A, B) is None

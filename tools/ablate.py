@@ -26,20 +26,19 @@ from pathlib import Path
 
 import torch
 from PIL import Image
-from torch.nn import functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # run as `python tools/ablate.py` from a checkout
 sys.path.insert(0, str(ROOT / "tools"))
 
-from p2p_lib.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint, write_atomically  # noqa: E402
-from p2p_lib.losses import GANLoss  # noqa: E402
+from p2p_lib.checkpoint import load_checkpoint, load_state_dict_strict, save_checkpoint  # noqa: E402
+from p2p_lib.ablation import gradient_shares  # noqa: E402  (lesson 08 teaches the measurement)
 from p2p_lib.metrics import detail_ratio, to_unit_range  # noqa: E402
 from p2p_lib.networks import define_D, define_G  # noqa: E402
 from p2p_lib.paths import dataset_dir  # noqa: E402
-from p2p_lib.train import (COURSE_CONFIG, discriminator_condition, image_grid, train_course_model,  # noqa: E402
+from p2p_lib.train import (COURSE_CONFIG, image_grid, train_course_model,  # noqa: E402
                            training_code_digest, translate_batch, val_tensors)
-from reference_model import _git, machine, png_bytes, scores  # noqa: E402
+from reference_model import _git, machine, png_bytes, scores, write_file  # noqa: E402
 
 RESULTS = ROOT / "experiments" / "ablations"   # committed: small files per run
 MODELS = ROOT / ".cache" / "ablations"         # not committed: the trained networks, to re-score them
@@ -91,26 +90,6 @@ def run_config(name: str, seed: int, base: dict | None = None) -> dict:
     return {**(BASE if base is None else base), **SETTINGS[name][1], "seed": seed}
 
 
-def gradient_shares(G, D, config: dict, val_A: torch.Tensor, val_B: torch.Tensor) -> dict | None:
-    """The norms of the two parts of G's gradient with respect to its output, per image then averaged:
-    the adversarial term (with this run's trained D) and lambda * L1 (None without a D). Train mode, seed 0."""
-    adversarial = config.get("adversarial") or "cgan"
-    if adversarial == "none":
-        return None
-    gan_loss, lambda_L1 = GANLoss(config["gan_mode"]), float(config["lambda_L1"])
-    fake = translate_batch(G, val_A, seed=0).requires_grad_(True)
-    norms = {"adversarial": [], "l1": []}
-    for i in range(len(val_A)):
-        A, B, out = val_A[i:i + 1], val_B[i:i + 1], fake[i:i + 1]
-        verdict = D(torch.cat([discriminator_condition(A, adversarial), out], 1))
-        adv, = torch.autograd.grad(gan_loss(verdict, True), out)
-        l1, = torch.autograd.grad(lambda_L1 * F.l1_loss(out, B), out)
-        norms["adversarial"].append(adv.norm().item())
-        norms["l1"].append(l1.norm().item())
-    mean = {part: sum(values) / len(values) for part, values in norms.items()}
-    return {**mean, "pairs": len(val_A), "adversarial_share": mean["adversarial"] / (mean["adversarial"] + mean["l1"])}
-
-
 def curves(history: dict[str, list[float]], points: int = 32) -> dict:
     "Each loss averaged over `points` equal stretches of the run: a curve small enough to commit."
     steps = len(next(iter(history.values()), []))
@@ -129,11 +108,12 @@ def evaluate_run(G, D, config: dict, val_A, val_B) -> tuple[dict, torch.Tensor]:
     return result, outputs
 
 
-def code_version() -> dict:
+def code_version(script: str = "tools/ablate.py") -> dict:
     """The code a run is trained and scored with, read when this process starts (the sweep runs for hours while
-    the project moves on): the git HEAD, whether the training code differed from it, and lesson 06's digest
-    of the training modules (p2p_lib.train.training_code_digest) that the course model's cache also uses."""
-    changed = _git("status", "--porcelain", "--", "p2p_lib", "tools/ablate.py", "tools/reference_model.py")
+    the project moves on): the git HEAD, whether the training code (p2p_lib and `script`) differed from it, and
+    lesson 06's digest of the training modules (p2p_lib.train.training_code_digest) that the course model's
+    cache also uses."""
+    changed = _git("status", "--porcelain", "--", "p2p_lib", script, "tools/reference_model.py")
     return {"commit": _git("rev-parse", "HEAD") or "unknown",
             "training_code_uncommitted": None if changed is None else bool(changed),
             "training_code_digest": training_code_digest()}
@@ -142,18 +122,13 @@ def code_version() -> dict:
 CODE_VERSION = code_version()
 
 
-def _write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_atomically(path, lambda fh: fh.write(data))
-
-
 def write_results(name: str, seed: int, config: dict, trained: dict, val_A, val_B, out: Path) -> dict:
     "RUN/result.json and RUN/outputs.png (the SHOWN val pairs' outputs, 128 px)."
     G, D = trained["G"], trained["D"]
     metrics, outputs = evaluate_run(G, D, config, val_A, val_B)
     shown = list(SHOWN)
     grid = image_grid(outputs[shown])  # one column: the outputs of the shown pairs, top to bottom
-    _write(out / "outputs.png", png_bytes(Image.fromarray(grid.numpy())))
+    write_file(out / "outputs.png", png_bytes(Image.fromarray(grid.numpy())))
     result = {"setting": name, "paper_name": SETTINGS[name][0], "seed": seed,
               "options": {k: v for k, v in config.items() if k not in ("snapshots", "snapshot_steps")},
               "differs_from_base": SETTINGS[name][1], "steps": trained["steps"],
@@ -161,7 +136,7 @@ def write_results(name: str, seed: int, config: dict, trained: dict, val_A, val_
               "curves": curves(trained["history"]), "train_seconds": round(trained["seconds"], 1),
               "command": f"python tools/ablate.py run --only {name} --seeds {seed}",
               "code_version": CODE_VERSION, "machine": machine()}
-    _write(out / "result.json", (json.dumps(result, indent=1, allow_nan=False) + "\n").encode())
+    write_file(out / "result.json", (json.dumps(result, indent=1, allow_nan=False) + "\n").encode())
     return result
 
 

@@ -488,7 +488,9 @@ def model_card_markdown(card: dict) -> str:
 
 # ---------------------------------------------------------------- export
 
-def _write(path: Path, data: bytes) -> None:
+def write_file(path: Path, data: bytes) -> None:
+    "Write `data` to `path` atomically (a killed run leaves the old file or none), making its folder first."
+    path.parent.mkdir(parents=True, exist_ok=True)
     write_atomically(path, lambda fh: fh.write(data))
 
 
@@ -525,11 +527,11 @@ def run_export(args) -> int:
         results[phase] = evaluate_all(shipped, others, A, B, train_B)
     val_A, val_B = splits["val"]
     outputs = translate_batch(shipped, val_A[:SAMPLE_COUNT], seed=0)
-    _write(out / "samples.png", png_bytes(sample_grid(val_A[:SAMPLE_COUNT], outputs, val_B[:SAMPLE_COUNT])))
+    write_file(out / "samples.png", png_bytes(sample_grid(val_A[:SAMPLE_COUNT], outputs, val_B[:SAMPLE_COUNT])))
     pairs = {phase: len(A) for phase, (A, _) in splits.items()}
     card = build_card(state, run, out, args, results, pairs, len(outputs), averaged)
-    _write(out / "card.json", (json.dumps(card, indent=1, allow_nan=False) + "\n").encode())
-    _write(out / "README.md", model_card_markdown(card).encode())
+    write_file(out / "card.json", (json.dumps(card, indent=1, allow_nan=False) + "\n").encode())
+    write_file(out / "README.md", model_card_markdown(card).encode())
     for line in _metrics_table(results["val"]) + [f"{'PASS' if a['passed'] else 'FAIL'}: {a['criterion']}: "
                                                   f"{a['detail']}" for a in card["acceptance"]]:
         print(line)
