@@ -96,7 +96,7 @@ def make_pair(task: str, photo_path: Path, out: Path, half: str | None = None, s
     if min(photo.size) < MIN_SIDE:
         raise MakePairsError(f"{photo_path}: {photo.width}x{photo.height} px is too small (at least "
                              f"{MIN_SIDE} px a side)")
-    made = task_input(task, photo, key=photo_path.name, seed=seed)
+    made = task_input(task, photo, key=photo_path.stem, seed=seed)  # the stem: the same from x.jpg or its x.png pair
     pair = Image.new("RGB", (2 * photo.width, photo.height))
     pair.paste(made, (0, 0))
     pair.paste(photo, (photo.width, 0))
