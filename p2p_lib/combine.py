@@ -78,8 +78,9 @@ class CombinePlan:
     ignored: list[Path]     # files that are not images, or (with use_AB) not named *_A / *_B
 
 
-def _listing(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
-    """(images, other files, subfolders) directly in folder, sorted; hidden entries are left out."""
+def list_folder(folder: Path) -> tuple[list[Path], list[Path], list[Path]]:
+    """(images, other files, subfolders) directly in folder, sorted; hidden entries are left out (p2p make-pairs
+    lists its photo folders with it too)."""
     images, others, folders = [], [], []
     for entry in sorted(folder.iterdir()):
         if entry.name.startswith("."):
@@ -104,7 +105,8 @@ def _oriented_size(path: Path) -> tuple[int, int]:
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)
 
 
-def _shown(items: list[str]) -> str:
+def shown_names(items: list[str]) -> str:
+    "The first few items, comma-separated, and how many more: for the error messages of combine and make-pairs."
     more = f" ... and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""
     return ", ".join(items[:_SHOWN]) + more
 
@@ -118,8 +120,8 @@ def _same_folder(a: Path, b: Path) -> bool:
 
 def _pairs_in(dir_A: Path, dir_B: Path, dir_AB: Path, use_AB: bool, num_imgs: int | None,
               problems: list[str], ignored: list[Path]) -> list[tuple[Path, Path, Path]]:
-    images_A, others_A, _ = _listing(dir_A)
-    images_B, others_B, _ = _listing(dir_B)
+    images_A, others_A, _ = list_folder(dir_A)
+    images_B, others_B, _ = list_folder(dir_B)
     shared = _same_folder(dir_A, dir_B)  # with --use_AB, x_A and x_B may sit in one folder
     ignored += others_A + ([] if shared else others_B)
     if use_AB:
@@ -137,10 +139,10 @@ def _pairs_in(dir_A: Path, dir_B: Path, dir_AB: Path, use_AB: bool, num_imgs: in
     lonely_B = sorted(set(keyed_B) - set(keyed_A))
     if lonely_A:
         problems.append(f"{len(lonely_A)} files in {dir_A} have no partner in {dir_B}: "
-                        f"{_shown([keyed_A[k].name for k in lonely_A])}")
+                        f"{shown_names([keyed_A[k].name for k in lonely_A])}")
     if lonely_B:
         problems.append(f"{len(lonely_B)} files in {dir_B} have no partner in {dir_A}: "
-                        f"{_shown([keyed_B[k].name for k in lonely_B])}")
+                        f"{shown_names([keyed_B[k].name for k in lonely_B])}")
     names = sorted(set(keyed_A) & set(keyed_B))
     if num_imgs is not None:
         names = names[:num_imgs]
@@ -163,19 +165,19 @@ def plan_combine(fold_A: Path, fold_B: Path, fold_AB: Path, num_imgs: int | None
 
     problems: list[str] = []
     ignored: list[Path] = []
-    images_A, _, splits_A = _listing(fold_A)
+    images_A, _, splits_A = list_folder(fold_A)
     if splits_A and images_A:
         raise CombineError(f"{fold_A} holds both images ({images_A[0].name}, ...) and split folders "
                            f"({splits_A[0].name}, ...); use one layout: A/*.jpg or A/<split>/*.jpg")
     if splits_A:
-        _, _, splits_B = _listing(fold_B)
+        _, _, splits_B = list_folder(fold_B)
         names_B = {p.name for p in splits_B}
         missing = [p.name for p in splits_A if p.name not in names_B]
         extra = sorted(names_B - {p.name for p in splits_A})
         if missing:
-            problems.append(f"split folders of {fold_A} missing in {fold_B}: {_shown(missing)}")
+            problems.append(f"split folders of {fold_A} missing in {fold_B}: {shown_names(missing)}")
         if extra:
-            problems.append(f"split folders of {fold_B} missing in {fold_A}: {_shown(extra)}")
+            problems.append(f"split folders of {fold_B} missing in {fold_A}: {shown_names(extra)}")
         jobs = [(p.name, p, fold_B / p.name, fold_AB / p.name) for p in splits_A if p.name in names_B]
     else:
         jobs = [("", fold_A, fold_B, fold_AB)]
@@ -205,13 +207,13 @@ def plan_combine(fold_A: Path, fold_B: Path, fold_AB: Path, num_imgs: int | None
             existing.append(str(path_AB))
         pairs.append(Pair(path_A, path_B, path_AB, size_A, size_B))
     if unreadable:
-        problems.append(f"{len(unreadable)} pairs could not be read as images: {_shown(unreadable)}")
+        problems.append(f"{len(unreadable)} pairs could not be read as images: {shown_names(unreadable)}")
     if mismatched:
         problems.append(f"{len(mismatched)} pairs differ in size (give --resize to resize B to A's size): "
-                        f"{_shown(mismatched)}")
+                        f"{shown_names(mismatched)}")
     if existing:
         problems.append(f"{len(existing)} outputs already exist (give --overwrite to replace them): "
-                        f"{_shown(existing)}")
+                        f"{shown_names(existing)}")
     if problems:
         raise CombineError("nothing was written:\n  " + "\n  ".join(problems))
     counts: dict[str, int] = {}

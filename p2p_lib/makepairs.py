@@ -25,12 +25,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from p2p_lib.combine import IMAGE_EXTENSIONS, CombineError, read_rgb, save_atomic
+from p2p_lib.combine import IMAGE_EXTENSIONS, CombineError, list_folder, read_rgb, save_atomic, shown_names
 from p2p_lib.optiontypes import number
 from p2p_lib.tasks import TASKS, photo_half, task_input
 
 MIN_SIDE = 16  # px: smaller photos cannot be 4x downsampled into anything useful, nor trained on
-_SHOWN = 5
 
 
 class MakePairsError(ValueError):
@@ -44,8 +43,8 @@ class Job:
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_file()
-                  and p.suffix.lower() in IMAGE_EXTENSIONS)
+    "The image files directly in folder, sorted (combine's listing; a broken link is no file, and is left out)."
+    return [p for p in list_folder(folder)[0] if p.is_file()]
 
 
 def plan_pairs(src: Path, dest: Path, overwrite: bool = False, num_imgs: int | None = None) -> Job:
@@ -59,7 +58,7 @@ def plan_pairs(src: Path, dest: Path, overwrite: bool = False, num_imgs: int | N
         raise MakePairsError(f"DEST is SRC ({src}): write the pairs into another folder")
     if dest.resolve().is_relative_to(src.resolve()):
         raise MakePairsError(f"DEST ({dest}) is inside SRC ({src}): a second run would read the pairs as photos")
-    splits = [d for d in sorted(src.iterdir()) if d.is_dir() and not d.name.startswith(".") and _images_in(d)]
+    splits = [d for d in list_folder(src)[2] if _images_in(d)]
     folders = [(d, dest / d.name, d.name) for d in splits] if splits and not _images_in(src) else [(src, dest, "")]
     photos, counts, clashes = [], {}, []
     for folder, out, split in folders:
@@ -73,17 +72,13 @@ def plan_pairs(src: Path, dest: Path, overwrite: bool = False, num_imgs: int | N
                              "split subfolders)")
     problems = []
     if clashes:
-        problems.append(f"two photos map to one output name: {_shown(sorted(set(clashes)))} (rename one of each)")
+        problems.append(f"two photos map to one output name: {shown_names(sorted(set(clashes)))} (rename one of each)")
     existing = [str(o) for _, o in photos if o.exists()]
     if existing and not overwrite:
-        problems.append(f"{len(existing)} output(s) exist already: {_shown(existing)} (--overwrite replaces them)")
+        problems.append(f"{len(existing)} output(s) exist already: {shown_names(existing)} (--overwrite replaces them)")
     if problems:
         raise MakePairsError("refused, nothing written:\n  " + "\n  ".join(problems))
     return Job(photos, counts)
-
-
-def _shown(items: list[str]) -> str:
-    return ", ".join(items[:_SHOWN]) + (f" ... and {len(items) - _SHOWN} more" if len(items) > _SHOWN else "")
 
 
 def make_pair(task: str, photo_path: Path, out: Path, half: str | None = None, seed: int = 0) -> None:
