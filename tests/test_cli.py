@@ -8,7 +8,7 @@ import pytest
 
 from p2p_lib.cli import build_parser, main
 
-COMMANDS = ["download", "check-data", "combine", "train", "test", "translate"]
+COMMANDS = ["download", "check-data", "combine", "make-pairs", "train", "test", "translate"]
 
 
 def test_every_command_is_listed_in_the_help(capsys):
