@@ -73,3 +73,22 @@ def test_a_second_run_skips_what_landed_and_list_says_so(tiny_run, capsys):
     assert tasks.main(["list", "--results", str(tmp / "results")]) == 0
     listing = capsys.readouterr().out
     assert all(f"done  {name}" in listing for name in tasks.TASK_RUNS)
+
+
+def test_the_table_has_every_task_and_method_and_the_committed_one_is_current(tiny_run, capsys):
+    tmp, _, _ = tiny_run
+    assert tasks.main(["table", "--results", str(tmp / "results")]) == 0
+    table = (tmp / "results" / "README.md").read_text()
+    for name, result in tasks.load_results(tmp / "results").items():
+        for method, scores in result["metrics"].items():
+            assert f"| {name} | {method.replace('*', chr(92) + '*')} | {scores['L1']:.4f} |" in table
+    assert "3 steps" in table
+    # the committed table was written from the committed results: rerun `python tools/tasks.py table` after a run
+    committed = tasks.load_results(tasks.RESULTS)
+    assert set(committed) == set(tasks.TASK_RUNS)
+    assert (tasks.RESULTS / "README.md").read_text() == tasks.results_table(committed)
+
+
+def test_table_without_results_says_what_to_run(tmp_path, capsys):
+    assert tasks.main(["table", "--results", str(tmp_path)]) == 1
+    assert "tools/tasks.py run" in capsys.readouterr().err

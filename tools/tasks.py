@@ -7,6 +7,8 @@ photos, scored against the task's trivial baseline.
         commits those files at once. Run it again after an interruption: finished tasks are skipped.
     python tools/tasks.py list
         prints every task and whether it is done.
+    python tools/tasks.py table
+        writes experiments/tasks/README.md: per task, the model against its trivial baselines, from the results.
 
 Every task trains lesson 06's course model (unet_128, ngf/ndf 32, 143 -> 128 px jitter, batch 1, L1 + cGAN with
 lambda 100) for 2 + 2 epochs (1,600 steps), float32 pinned, on pairs made by lesson 09's transforms from the
@@ -173,6 +175,51 @@ def run_list(args) -> int:
     return 0
 
 
+TABLE_HEADER = """# Lesson 09's tasks: one recipe against each task's trivial baseline
+
+Written by `python tools/tasks.py table` from `TASK/result.json` (each holds the exact command, code version,
+machine and wall time of its run); a test fails if this file falls behind them. Every task: lesson 06's course
+model, 1,600 steps, float32, scored on the 100 validation photos (pixels on [0, 1]). *sharp*: lesson 07's
+detail ratio after 2x2 pooling (1 = the photo's); *a\\*b\\* hist*: colour-histogram overlap with the photos.
+Lesson 09 reads these results and says what they mean.
+
+| task | method | L1 | PSNR | SSIM | sharp | a\\*b\\* hist | training |
+|---|---|---|---|---|---|---|---|
+"""
+
+
+def results_table(results: dict) -> str:
+    "The Markdown table of `results` ({name: result.json}), the model first, then its baselines."
+    rows = []
+    for name, result in results.items():
+        machine = result["machine"]
+        for method, s in result["metrics"].items():
+            hist = s["color_histogram_intersection"]
+            cells = [name, method.replace("*", "\\*"), f"{s['L1']:.4f}", f"{s['PSNR']:.2f}" if s["PSNR"] is not None else "inf",
+                     f"{s['SSIM']:.3f}", f"{s['sharpness_pooled']:.2f}" if s["sharpness_pooled"] is not None else "n/a",
+                     f"{(hist['a'] + hist['b']) / 2:.2f}"]
+            trained = (f"{result['steps']} steps, {result['train_seconds']:.0f} s, {machine['cores']} cores "
+                       f"{machine['isa']}, {result['code_version']['commit'][:7]}") if method.startswith("pix2pix (") else ""
+            rows.append("| " + " | ".join(cells + [trained]) + " |")
+    return TABLE_HEADER + "\n".join(rows) + "\n"
+
+
+def load_results(folder: Path) -> dict:
+    "Every finished task's result.json under `folder`, in TASK_RUNS order."
+    return {name: json.loads((folder / name / "result.json").read_text()) for name in TASK_RUNS
+            if (folder / name / "result.json").is_file()}
+
+
+def run_table(args) -> int:
+    results = load_results(Path(args.results))
+    if not results:
+        print(f"no results in {args.results}: run `python tools/tasks.py run` first", file=sys.stderr)
+        return 1
+    write_file(Path(args.results) / "README.md", results_table(results).encode())
+    print(f"wrote {Path(args.results) / 'README.md'} ({len(results)} tasks)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -187,6 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="which tasks are done")
     listing.add_argument("--results", default=str(RESULTS))
     listing.set_defaults(func=run_list)
+    table = commands.add_parser("table", help="write the results table (RESULTS/README.md)")
+    table.add_argument("--results", default=str(RESULTS))
+    table.set_defaults(func=run_table)
     return parser
 
 
