@@ -8,9 +8,10 @@ import torch.nn.functional as F
 from torch import nn
 from p2p_lib.losses import GANLoss
 from p2p_lib.patchgan import PatchDiscriminator
+from p2p_lib.train import _autocast, _backward_and_step, discriminator_condition, set_requires_grad
 
 
-__all__ = ['MultiscaleDiscriminator', 'multiscale_gan_loss', 'feature_matching_loss']
+__all__ = ['MultiscaleDiscriminator', 'multiscale_gan_loss', 'feature_matching_loss', 'multiscale_discriminator_loss', 'multiscale_generator_loss', 'multiscale_train_step', 'multiscale_step']
 
 
 class MultiscaleDiscriminator(nn.Module):
@@ -63,3 +64,67 @@ def feature_matching_loss(fake_features: list[list[torch.Tensor]], real_features
         for f, r in zip(fake[:-1], real[:-1]):
             loss = loss + lambda_FM * layer_weight / num_D * F.l1_loss(f, r.detach())
     return loss
+
+
+def multiscale_discriminator_loss(D: MultiscaleDiscriminator, gan_loss: GANLoss, condition: torch.Tensor,
+                                  real_B: torch.Tensor, fake_B: torch.Tensor):
+    """Lesson 04's discriminator_loss at every scale: (0.5 * (fake + real), fake part, real part), each part
+    summed over the scales; fake_B detached (no gradient reaches G), the fake pair first as in lesson 04."""
+    loss_fake = multiscale_gan_loss(D(torch.cat([condition, fake_B.detach()], 1)), gan_loss, False)
+    loss_real = multiscale_gan_loss(D(torch.cat([condition, real_B], 1)), gan_loss, True)
+    return 0.5 * (loss_fake + loss_real), loss_fake, loss_real
+
+
+def multiscale_generator_loss(D: MultiscaleDiscriminator, gan_loss: GANLoss, condition: torch.Tensor,
+                              real_B: torch.Tensor, fake_B: torch.Tensor, lambda_L1: float = 100.0,
+                              lambda_FM: float = 10.0):
+    """G's loss: the adversarial term summed over scales + lambda_L1 * L1 + feature matching. Returns (total,
+    adversarial, l1 unweighted, feature matching weighted). lambda_FM 0 skips the real pair's pass."""
+    fake_features = D.features(torch.cat([condition, fake_B], 1))         # per scale: n_layers + 2 tensors
+    adversarial = multiscale_gan_loss([f[-1] for f in fake_features], gan_loss, True)
+    l1 = F.l1_loss(fake_B, real_B)
+    matching = adversarial.new_zeros(())
+    if lambda_FM > 0:
+        with torch.no_grad():  # the real pair's features are a target: no graph
+            real_features = D.features(torch.cat([condition, real_B], 1))
+        matching = feature_matching_loss(fake_features, real_features, lambda_FM, n_layers=len(fake_features[0]) - 2)
+    return adversarial + lambda_L1 * l1 + matching, adversarial, l1, matching
+
+
+def multiscale_train_step(G: nn.Module, D: MultiscaleDiscriminator, opt_G: torch.optim.Optimizer,
+                          opt_D: torch.optim.Optimizer, real_A: torch.Tensor, real_B: torch.Tensor, gan_loss: GANLoss,
+                          lambda_L1: float = 100.0, lambda_FM: float = 10.0, amp_dtype: torch.dtype | None = None,
+                          scaler=None, adversarial: str = "cgan") -> dict[str, torch.Tensor]:
+    """Lesson 06's train_step with a multi-scale D and feature matching, in its order: fake_B = G(real_A), D's
+    update, then G's with D frozen. Returns the losses, detached: G_GAN, G_L1 (times lambda_L1), G_FM, D_real, D_fake."""
+    if adversarial == "none":
+        raise ValueError("adversarial='none' trains no discriminator: use lesson 06's train_step")
+    condition = discriminator_condition(real_A, adversarial)    # (N, 3 or 0, H, W)
+    device = real_A.device.type
+    with _autocast(device, amp_dtype):
+        fake_B = G(real_A)                                      # (N, 3, H, W) in [-1, 1]
+    set_requires_grad(D, True)
+    opt_D.zero_grad(set_to_none=True)
+    with _autocast(device, amp_dtype):
+        loss_D, loss_D_fake, loss_D_real = multiscale_discriminator_loss(D, gan_loss, condition, real_B, fake_B)
+    _backward_and_step(loss_D, opt_D, scaler)
+    set_requires_grad(D, False)
+    opt_G.zero_grad(set_to_none=True)
+    with _autocast(device, amp_dtype):
+        loss_G, loss_G_GAN, l1, matching = multiscale_generator_loss(D, gan_loss, condition, real_B, fake_B,
+                                                                     lambda_L1, lambda_FM)
+    _backward_and_step(loss_G, opt_G, scaler)
+    set_requires_grad(D, True)
+    if scaler is not None:
+        scaler.update()
+    return {"G_GAN": loss_G_GAN.detach(), "G_L1": (lambda_L1 * l1).detach(), "G_FM": matching.detach(),
+            "D_real": loss_D_real.detach(), "D_fake": loss_D_fake.detach()}
+
+
+def multiscale_step(lambda_FM: float = 10.0):
+    """A step for lesson 06's fit: multiscale_train_step on the run's networks and settings,
+    e.g. fit(run, pairs, step=multiscale_step(10.0)) with run.D a MultiscaleDiscriminator."""
+    def step(run, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
+        return multiscale_train_step(run.G, run.D, run.opt_G, run.opt_D, real_A, real_B, run.gan_loss,
+                                     run.lambda_L1, lambda_FM, run.speed.amp_dtype, run.scaler, run.adversarial)
+    return step

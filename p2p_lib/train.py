@@ -28,7 +28,7 @@ from p2p_lib.paths import PROJECT_ROOT, dataset_dir
 from p2p_lib.progress import StepProgress
 
 
-__all__ = ['set_requires_grad', 'discriminator_condition', 'update_D', 'update_G', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'training_code_digest', 'course_model_path', 'generator_options', 'COMMAND_OPTIONS', 'command_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result', 'REFERENCE_MODEL', 'reference_model']
+__all__ = ['set_requires_grad', 'discriminator_condition', 'update_D', 'update_G', 'train_step', 'make_optimizers', 'LR_POLICIES', 'lr_factor', 'make_scheduler', 'SeededPairs', 'epoch_keys', 'epoch_batches', 'steps_per_epoch', 'seed_everything', 'TrainingRun', 'build_training', 'LOSS_NAMES', 'Hooks', 'TrainingDiverged', 'all_finite', 'run_step', 'fit', 'COURSE_CONFIG', 'val_tensors', 'translation_mode', 'seeded', 'model_device', 'translate_batch', 'l1_and_psnr', 'image_grid', 'TRAINING_MODULES', 'training_code_digest', 'course_model_path', 'generator_options', 'COMMAND_OPTIONS', 'command_options', 'LossHistory', 'Snapshots', 'Progress', 'train_course_model', 'course_model', 'OFFICIAL_CPU_CONFIG', 'RESULTS_DIR', 'committed_result', 'REFERENCE_MODEL', 'reference_model']
 
 
 def set_requires_grad(nets: nn.Module | list[nn.Module], requires_grad: bool) -> None:
@@ -290,13 +290,21 @@ def all_finite(losses: dict[str, torch.Tensor], world: int = 1) -> bool:
     return bool(flag.item())
 
 
+def run_step(run: TrainingRun, real_A: torch.Tensor, real_B: torch.Tensor) -> dict[str, torch.Tensor]:
+    "fit's default step: train_step on the run's networks, optimisers, loss and speed settings."
+    return train_step(run.G, run.D, run.opt_G, run.opt_D, real_A, real_B, run.gan_loss, run.lambda_L1,
+                      run.speed.amp_dtype, run.scaler, run.adversarial)
+
+
 def fit(run: TrainingRun, pairs: SeededPairs, n_epochs: int = 100, n_epochs_decay: int = 100, batch_size: int = 1,
         shuffle: bool = True, max_steps: int | None = None, hooks=(), num_workers: int = 0, rank: int = 0,
-        world: int = 1, check_every: int = 1) -> str:
+        world: int = 1, check_every: int = 1, step=None) -> str:
     """Train `run` from where it is to the end of epoch n_epochs + n_epochs_decay (or to `max_steps`
-    iterations in all): epochs of shuffled, seeded batches of `pairs`, train_step on each, the schedule
-    stepped once per epoch (the official way), `hooks` after each step and epoch. Every `check_every`
-    steps a NaN/Inf loss raises TrainingDiverged. Returns "done", "max_steps" or "stopped" (a hook asked)."""
+    iterations in all): epochs of shuffled, seeded batches of `pairs`, `step(run, real_A, real_B)` on each
+    (default `run_step`: pix2pix's train_step), the schedule stepped once per epoch (the official way), `hooks`
+    after each step and epoch. Every `check_every` steps a NaN/Inf loss raises TrainingDiverged. Returns
+    "done", "max_steps" or "stopped" (a hook asked)."""
+    step = run_step if step is None else step
     run.G.train()
     run.D.train()
     device, per_epoch = next(run.G.parameters()).device, steps_per_epoch(pairs, batch_size, world)
@@ -305,8 +313,7 @@ def fit(run: TrainingRun, pairs: SeededPairs, n_epochs: int = 100, n_epochs_deca
             return "max_steps"
         for real_A, real_B in epoch_batches(pairs, run.epoch, batch_size, shuffle, run.epoch_iter, rank, world,
                                             num_workers, device, run.speed.channels_last):
-            losses = train_step(run.G, run.D, run.opt_G, run.opt_D, real_A, real_B, run.gan_loss, run.lambda_L1,
-                                run.speed.amp_dtype, run.scaler, run.adversarial)
+            losses = step(run, real_A, real_B)
             run.step, run.epoch_iter = run.step + 1, run.epoch_iter + 1
             if run.step % check_every == 0 and not all_finite(losses, world):
                 raise TrainingDiverged(f"a loss became NaN or infinite at iteration {run.step} (epoch {run.epoch})")
@@ -481,17 +488,19 @@ def command_options(config: dict) -> list[str]:
 
 
 class LossHistory(Hooks):
-    "Keeps every iteration's losses (as tensors until the end: no GPU stall per step)."
+    "Keeps every iteration's losses (as tensors until the end: no GPU stall per step), whatever the step names them."
 
     def __init__(self):
-        self.rows = []
+        self.rows, self.names = [], LOSS_NAMES
 
     def after_step(self, run, losses):
-        self.rows.append(torch.stack([losses[name].detach().float() for name in LOSS_NAMES]))
+        if not self.rows:
+            self.names = tuple(losses)  # pix2pix's LOSS_NAMES, or another step's (lesson 11 adds G_FM)
+        self.rows.append(torch.stack([losses[name].detach().float() for name in self.names]))
 
     def as_lists(self) -> dict[str, list[float]]:
-        values = torch.stack(self.rows).cpu() if self.rows else torch.zeros(0, len(LOSS_NAMES))
-        return {name: values[:, i].tolist() for i, name in enumerate(LOSS_NAMES)}
+        values = torch.stack(self.rows).cpu() if self.rows else torch.zeros(0, len(self.names))
+        return {name: values[:, i].tolist() for i, name in enumerate(self.names)}
 
 
 class Snapshots(Hooks):
@@ -523,12 +532,13 @@ class Progress(Hooks):
 
 
 def train_course_model(config: dict | None = None, device=None, verbose: bool = True,
-                       max_steps: int | None = None, train_data=None, val=None) -> dict:
+                       max_steps: int | None = None, train_data=None, val=None, step=None) -> dict:
     """Train the course model of `config` (default COURSE_CONFIG) from scratch with `fit`, the loop p2p train
     runs; returns the dict that course_model() returns. Float32 pinned (amp off), so the same config gives
     the same model on every CPU, bf16 or not; seeded, so on one machine the same weights every time.
     `train_data` (a dataset of {"A", "B"} items) and `val` ((val_A, val_B)) replace the config's paired
-    dataset: lesson 09 trains other tasks, with other inputs and channel counts, with this same loop."""
+    dataset: lesson 09 trains other tasks, with other inputs and channel counts, with this same loop. `step` is
+    fit's (default: pix2pix's train_step; lesson 11 trains a multi-scale discriminator with its own)."""
     config = COURSE_CONFIG if config is None else config
     device = pick_device(device)
     if train_data is None:
@@ -546,7 +556,7 @@ def train_course_model(config: dict | None = None, device=None, verbose: bool = 
         hooks = [history, snapshots] + ([Progress(total, "course model")] if verbose else [])
         start = time.perf_counter()
         fit(run, pairs, config["n_epochs"], config["n_epochs_decay"], config["batch_size"], max_steps=max_steps,
-            hooks=hooks)
+            hooks=hooks, step=step)
         seconds = time.perf_counter() - start
         snapshots.grids.append(snapshots.take(run.G, run.step))
         val = l1_and_psnr(translate_batch(run.G, val_A), val_B)

@@ -30,8 +30,10 @@ def test_build_generator_follows_the_options():
     assert G.encoder[0][0].in_channels == 1 and G.encoder[0][0].out_channels == 8
     assert not any(isinstance(m, torch.nn.Dropout) for m in G.modules())
     assert any(isinstance(m, torch.nn.Dropout) for m in build_generator(OPTIONS).modules())
-    with pytest.raises(CheckpointError, match="unet_128.*unet_256"):
-        build_generator({**OPTIONS, "netG": "resnet_9blocks"})
+    with pytest.raises(CheckpointError, match="unet_128.*unet_256.*resnet_9blocks"):
+        build_generator({**OPTIONS, "netG": "resnet_12blocks"})
+    resnet = build_generator({**OPTIONS, "netG": "resnet_6blocks", "ngf": 8, "norm": "instance"})
+    assert len([m for m in resnet.modules() if type(m).__name__ == "ResnetBlock"]) == 6
 
 
 def test_save_and_load_round_trip(tmp_path):

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from p2p_lib.networks import NetworkOptionError, define_D, define_G, init_net
+from p2p_lib.networks import NetworkOptionError, define_D, define_G, init_net, size_multiple_of
 
 SMALL = {"netG": "unet_128", "ngf": 8, "netD": "basic", "ndf": 8}
 
@@ -49,9 +49,32 @@ def test_normal_init_is_lesson_01s_and_is_not_drawn_twice():
     assert abs(torch.cat([w.flatten() for w in conv_weights(wider)]).std().item() - 0.05) < 2e-3
 
 
-@pytest.mark.parametrize("options, match", [({"netG": "resnet_9blocks"}, "unknown generator 'resnet_9blocks'"),
+@pytest.mark.parametrize("options, match", [({"netG": "resnet_12blocks"}, "unknown generator 'resnet_12blocks'"),
                                             ({"netD": "huge"}, "unknown discriminator 'huge'"),
                                             ({"init_type": "uniform"}, "unknown init_type 'uniform'")])
 def test_unknown_choices_name_the_option(options, match):
     with pytest.raises(NetworkOptionError, match=match):
         define_G({**SMALL, **options}) if "netD" not in options else define_D({**SMALL, **options})
+
+
+def test_resnet_generators_have_the_official_sizes():
+    "--netG resnet_9blocks / resnet_6blocks: lesson 10's ResnetGenerator with CycleGAN's counts (instance norm, no dropout)."
+    options = {"norm": "instance", "no_dropout": True}
+    count = lambda net: sum(p.numel() for p in net.parameters())  # noqa: E731
+    assert count(define_G({**options, "netG": "resnet_9blocks"})) == 11_378_179
+    assert count(define_G({**options, "netG": "resnet_6blocks"})) == 7_837_699
+    G = define_G({**options, "netG": "resnet_6blocks", "ngf": 8})
+    assert G(torch.zeros(1, 3, 36, 36)).shape == (1, 3, 36, 36)  # any multiple of 4
+    assert size_multiple_of("resnet_6blocks") == 4
+    with_dropout = define_G({"netG": "resnet_6blocks", "ngf": 8})
+    assert any(isinstance(m, torch.nn.Dropout) for m in with_dropout.modules())
+
+
+def test_multiscale_discriminator_from_options():
+    "--netD multiscale: lesson 11's MultiscaleDiscriminator, --num_D scales of --n_layers_D PatchGANs on (x, y) pairs."
+    D = define_D({"netD": "multiscale", "ndf": 64})
+    assert sum(p.numel() for p in D.parameters()) == 8_306_115 and len(D.scales) == 3
+    small = define_D({"netD": "multiscale", "ndf": 8, "num_D": 2, "n_layers_D": 2})
+    verdicts = small(torch.zeros(1, 6, 64, 64))
+    assert [tuple(v.shape) for v in verdicts] == [(1, 1, 14, 14), (1, 1, 6, 6)]
+    assert define_D({"netD": "multiscale", "ndf": 8, "adversarial": "gan"}).scales[0].model[0][0].in_channels == 3
