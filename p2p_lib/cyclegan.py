@@ -92,6 +92,7 @@ class ResnetGenerator(nn.Module):
                        norm_layer(norm, ngf * mult // 2), nn.ReLU(True)]
         layers += [nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh()]
         self.model = nn.Sequential(*layers)
+        self.num_downs = 2  # two stride-2 levels: sides must be multiples of 2 ** 2 (what lesson 07's inference pads to)
         init_weights(self)  # N(0, 0.02), as every network of the course
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,16 @@ and keeps the last good checkpoint, Ctrl-C or SIGTERM saves a checkpoint you can
 memory gives advice instead of a stack trace.
 
     p2p train --dataroot datasets/facades --name facades_label2photo --direction BtoA
+    p2p train --dataroot datasets/facades --name facades_hd --direction BtoA --netD multiscale    # lesson 11
+    p2p train --model cycle_gan --dataroot datasets/horse2zebra --name horse2zebra                 # lesson 10
     p2p train --name facades_label2photo --dataroot datasets/facades --continue_train --n_epochs 150
     torchrun --nproc_per_node 4 -m p2p_lib.cli train --dataroot ... --name ...
+
+--model cycle_gan (lesson 10) switches the defaults to the official CycleGAN ones, as the official code does
+(resnet_9blocks, instance norm, no dropout, lsgan, a 50-image pool, unaligned data in trainA/ and trainB/), and
+trains lesson 10's four networks with its cyclegan_step in the same loop (p2p_lib.cyclegan_training); the
+checkpoint also keeps both image pools and their random state. --netD multiscale (lesson 11) trains pix2pix
+with pix2pixHD's multi-scale discriminator and feature matching (--num_D, --lambda_feat).
 
 Determinism: every random choice is seeded by --seed (lesson 06: the initial weights, dropout, each
 epoch's order and each pair's jitter). On a CPU, N steps in one go and N/2 + resume + N/2 give identical
@@ -25,6 +33,7 @@ DistributedDataParallel; only rank 0 writes logs, images and checkpoints (the lo
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -43,13 +52,16 @@ from torch import nn
 from p2p_lib.checkpoint import (FORMAT, VERSION, CheckpointError, build_generator, check_architecture,
                                 generator_checkpoint, generator_path,
                                 jsonable_options, load_checkpoint, load_state_dict_strict, save_checkpoint, state_path)
+from p2p_lib.cyclegan_training import (build_cycle_discriminators, build_cycle_generators, build_cyclegan_training,
+                                       cyclegan_run_step, generator_sides, unpaired_training_data)
 from p2p_lib.imagefiles import IMG_EXTENSIONS, PairedDataError
 from p2p_lib.device import AMP_CHOICES, pick_device, pick_speed
 from p2p_lib.losses import GAN_MODES
 from p2p_lib.optiontypes import count_or_inf, number
+from p2p_lib.patchgan import patch_grid_size
 from p2p_lib.rundir import (RunFolderError, RunFolderLock, check_free_space, checkpoint_bytes, describe_write_error,
                             megabytes, remove_leftover_temporaries)
-from p2p_lib.networks import (ADVERSARIAL_CHOICES, ARCHITECTURE_OPTIONS, NETD_CHOICES, NETG_NUM_DOWNS, INIT_TYPES, define_D,
+from p2p_lib.networks import (ADVERSARIAL_CHOICES, ARCHITECTURE_OPTIONS, NETD_CHOICES, NETG_CHOICES, INIT_TYPES, define_D,
                               size_multiple_of)
 from p2p_lib.train import (LOSS_NAMES, LR_POLICIES, Hooks, SeededPairs, TrainingDiverged, build_training, fit,
                            image_grid, l1_and_psnr, lr_factor, steps_per_epoch, train_step, translate_batch,
@@ -69,16 +81,23 @@ IGNORED_OPTIONS = {
     "verbose": "the networks' sizes are always printed", "suffix": "the run's name is --name as given",
     "load_iter": "resume with --continue_train --epoch latest|N", "save_by_iter": "latest_* is saved every --save_latest_freq iterations",
     "lr_decay_iters": "only for the step policy; --lr_policy is linear or constant here",
-    "dataset_mode": "pix2pix reads aligned pairs (A|B files, or A/ and B/ folders)",
+    "dataset_mode": "the model decides: pix2pix reads aligned pairs (A|B files, or A/ and B/ folders), cycle_gan "
+                    "unaligned trainA/ and trainB/",
 }
+MODELS = ("pix2pix", "cycle_gan")
 # What a checkpoint fixes: the networks' shapes and the data they learn from. On --continue_train they come from
 # the checkpoint (giving a different value is an error); every other option given on resume is applied.
 FRESH_DEFAULTS = {"netG": "unet_256", "netD": "basic", "n_layers_D": 3, "ngf": 64, "ndf": 64, "norm": "batch",
                   "no_dropout": False, "input_nc": 3, "output_nc": 3, "init_type": "normal", "init_gain": 0.02,
                   "direction": "AtoB", "phase": "train", "load_size": 286, "crop_size": 256,
                   "preprocess": "resize_and_crop", "no_flip": False, "serial_batches": False,
-                  "max_dataset_size": float("inf"), "batch_size": 1, "seed": 0, "adversarial": "cgan"}
+                  "max_dataset_size": float("inf"), "batch_size": 1, "seed": 0, "adversarial": "cgan",
+                  "model": "pix2pix", "num_D": 3, "pool_size": 0}
 RESUME_FIXED = tuple(FRESH_DEFAULTS)
+# What --model cycle_gan changes (the official cycle_gan_model.py); options a resumed run may change are at the end.
+MODEL_DEFAULTS = {"pix2pix": {"gan_mode": "vanilla"},
+                  "cycle_gan": {"netG": "resnet_9blocks", "norm": "instance", "no_dropout": True, "pool_size": 50,
+                                "adversarial": "gan", "gan_mode": "lsgan"}}
 assert set(ARCHITECTURE_OPTIONS) <= set(RESUME_FIXED)
 OOM_ADVICE = ("Out of memory. Try, in this order: --amp (mixed precision), a smaller --batch_size, a smaller "
               "--crop_size (with --load_size a little larger, e.g. 143 for 128, and --netG unet_128), "
@@ -107,7 +126,8 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     data = parser.add_argument_group("data")
     data.add_argument("--dataroot", required=True,
                       help="dataset folder with train/ (and val/ for validation each epoch); each split holds A|B "
-                           "side-by-side images or A/ and B/ folders (e.g. datasets/facades)")
+                           "side-by-side images or A/ and B/ folders (e.g. datasets/facades); for --model cycle_gan, "
+                           "trainA/ and trainB/ (unpaired)")
     data.add_argument("--direction", default=None, choices=("AtoB", "BtoA"),
                       help="AtoB: left half (A) -> right half (B); BtoA the other way (facades labels -> photo: BtoA)"
                            + _default("direction"))
@@ -131,10 +151,19 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
                            "it exists (default: 10; 0: none)")
 
     model = parser.add_argument_group("model")
-    model.add_argument("--model", default="pix2pix", help="only pix2pix (the official code also has cycle_gan, ...)")
-    model.add_argument("--netG", default=None, help=f"generator: {' | '.join(NETG_NUM_DOWNS)}" + _default("netG"))
+    model.add_argument("--model", default=None, choices=MODELS,
+                       help="pix2pix (default) | cycle_gan (lesson 10: unpaired trainA/ and trainB/; switches the defaults "
+                            "to the official CycleGAN ones: resnet_9blocks, instance norm, no dropout, lsgan, pool 50)")
+    model.add_argument("--netG", default=None, help=f"generator: {' | '.join(NETG_CHOICES)}" + _default("netG"))
     model.add_argument("--netD", default=None, help="discriminator: basic (70x70 PatchGAN) | n_layers (PatchGAN with "
-                                                    "--n_layers_D) | pixel (1x1)" + _default("netD"))
+                                                    "--n_layers_D) | pixel (1x1) | multiscale (pix2pixHD's: --num_D "
+                                                    "PatchGANs at 1, 1/2, 1/4 ... size, with feature matching; lesson "
+                                                    "11)" + _default("netD"))
+    model.add_argument("--num_D", type=number(int, 1), default=None,
+                       help="scales of --netD multiscale (pix2pixHD's name)" + _default("num_D"))
+    model.add_argument("--lambda_feat", type=number(float, 0), default=10.0,
+                       help="weight of the feature-matching loss with --netD multiscale (pix2pixHD's name; default: 10; "
+                            "0: none)")
     model.add_argument("--n_layers_D", type=number(int, 1), default=None, help="PatchGAN depth for --netD n_layers" + _default("n_layers_D"))
     model.add_argument("--ngf", type=number(int, 1), default=None, help="generator filters in the first layer" + _default("ngf"))
     model.add_argument("--ndf", type=number(int, 1), default=None, help="discriminator filters in the first layer" + _default("ndf"))
@@ -142,13 +171,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     model.add_argument("--no_dropout", action="store_true", default=None, help="no dropout in the generator")
     model.add_argument("--init_type", default=None, choices=INIT_TYPES, help="weight init" + _default("init_type"))
     model.add_argument("--init_gain", type=number(float, above=0), default=None, help="scale of the init" + _default("init_gain"))
-    model.add_argument("--gan_mode", default="vanilla",
-                       help=f"adversarial loss: {' | '.join(GAN_MODES)} (default: vanilla, the paper's)")
+    model.add_argument("--gan_mode", default=None,
+                       help=f"adversarial loss: {' | '.join(GAN_MODES)} (default: vanilla, the paper's; lsgan for cycle_gan)")
     model.add_argument("--lambda_L1", type=number(float, 0), default=100.0, help="weight of the L1 term (default: 100)")
     model.add_argument("--adversarial", default=None, choices=ADVERSARIAL_CHOICES,
                        help="what D judges: cgan = (input, output) pairs, the paper's | gan = the output alone | none = "
                             "no D, L1 alone (lesson 08's ablations; not an official option)" + _default("adversarial"))
-    model.add_argument("--pool_size", type=number(int, 0), default=0, help="image pool size; pix2pix uses none (0)")
+    model.add_argument("--pool_size", type=number(int, 0), default=None,
+                       help="fakes each discriminator keeps to train on; pix2pix uses none (0), cycle_gan 50" + _default("pool_size"))
+    model.add_argument("--lambda_A", type=number(float, 0), default=10.0, help="cycle_gan: weight of the A -> B -> A cycle loss (default: 10)")
+    model.add_argument("--lambda_B", type=number(float, 0), default=10.0, help="cycle_gan: weight of the B -> A -> B cycle loss (default: 10)")
+    model.add_argument("--lambda_identity", type=number(float, 0), default=0.5,
+                       help="cycle_gan: weight of the identity loss, as a share of lambda_A / lambda_B (default: 0.5; 0: none)")
 
     optim = parser.add_argument_group("optimisation (given with --continue_train, these apply from there on)")
     optim.add_argument("--lr", type=number(float, above=0), default=2e-4, help="Adam learning rate (default: 0.0002)")
@@ -213,22 +247,18 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
 
 def _check_choices(opts: dict) -> None:
     "Options that name something this command does not have: a clear error, before anything runs."
-    if opts["model"] != "pix2pix":
-        raise SystemExit(f"--model {opts['model']}: this command trains pix2pix only "
-                         f"(the official repository's other models, e.g. cycle_gan, are not part of this course)")
-    if opts["netG"] is not None and opts["netG"] not in NETG_NUM_DOWNS:
-        raise SystemExit(f"--netG {opts['netG']}: unknown generator; choose one of {', '.join(NETG_NUM_DOWNS)} "
-                         f"(unet_256 for 256 px crops, unet_128 for 128 px; encoder_decoder_*: without skips)")
+    if opts["netG"] is not None and opts["netG"] not in NETG_CHOICES:
+        raise SystemExit(f"--netG {opts['netG']}: unknown generator; choose one of {', '.join(NETG_CHOICES)} "
+                         f"(unet_256 for 256 px crops, unet_128 for 128 px; encoder_decoder_*: without skips; "
+                         f"resnet_*: CycleGAN's)")
     if opts["netD"] is not None and opts["netD"] not in NETD_CHOICES:
         raise SystemExit(f"--netD {opts['netD']}: unknown discriminator; choose one of {', '.join(NETD_CHOICES)}")
-    if opts["gan_mode"] not in GAN_MODES:
+    if opts["gan_mode"] is not None and opts["gan_mode"] not in GAN_MODES:
         raise SystemExit(f"--gan_mode {opts['gan_mode']}: choose one of {', '.join(GAN_MODES)}"
                          + (" (wgangp is not implemented: pix2pix uses vanilla)" if opts["gan_mode"] == "wgangp" else ""))
     if opts["lr_policy"] not in LR_POLICIES:
         raise SystemExit(f"--lr_policy {opts['lr_policy']}: choose one of {', '.join(LR_POLICIES)} "
                          f"(linear = the official default, constant = the paper's)")
-    if opts["pool_size"] != 0:
-        raise SystemExit("--pool_size: pix2pix trains without an image pool (0); the pool is CycleGAN's")
     name = opts["name"]
     if not name.strip() or Path(name).is_absolute() or ".." in Path(name).parts:
         raise SystemExit(f"--name {name!r}: the run's folder name inside --checkpoints_dir (not empty, not an absolute "
@@ -237,8 +267,31 @@ def _check_choices(opts: dict) -> None:
         raise SystemExit("--n_epochs + --n_epochs_decay is 0: nothing to train (the official default is 100 + 100)")
 
 
+def _check_model(opts: dict) -> None:
+    "What each model can train, once its options are complete (fresh, or read from the checkpoint)."
+    if opts["model"] == "pix2pix" and opts["pool_size"] != 0:
+        raise SystemExit("--pool_size: pix2pix trains without an image pool (0); the pool is CycleGAN's (--model cycle_gan)")
+    if opts["model"] != "cycle_gan":
+        return
+    if not opts["netG"].startswith("resnet_") or opts["netD"] != "basic":
+        raise SystemExit(f"--model cycle_gan trains lesson 10's networks: --netG resnet_9blocks or resnet_6blocks and "
+                         f"--netD basic (not --netG {opts['netG']} --netD {opts['netD']})")
+    if opts["lambda_identity"] > 0 and opts["input_nc"] != opts["output_nc"]:
+        raise SystemExit(f"--lambda_identity {opts['lambda_identity']}: the identity loss feeds each generator images of "
+                         f"its output domain, so it needs --input_nc = --output_nc (here {opts['input_nc']} and "
+                         f"{opts['output_nc']}); give --lambda_identity 0")
+    if opts["compile"] or opts["sync_bn"]:
+        raise SystemExit("--model cycle_gan: --compile and --sync_bn are pix2pix's only here")
+
+
 def _check_sizes(opts: dict) -> None:
     multiple = size_multiple_of(opts["netG"])
+    if opts["netD"] == "multiscale":  # the coarsest scale sees the crop average-pooled num_D - 1 times
+        coarsest = -(-opts["crop_size"] // 2 ** (opts["num_D"] - 1))
+        if patch_grid_size(coarsest, opts["n_layers_D"]) < 1:
+            raise SystemExit(f"--netD multiscale --num_D {opts['num_D']}: at --crop_size {opts['crop_size']} the coarsest "
+                             f"scale sees {coarsest} px, too small for a PatchGAN with {opts['n_layers_D']} layers; "
+                             f"give fewer scales (--num_D) or a larger crop")
     if opts["preprocess"] == "resize_and_crop" and opts["crop_size"] > opts["load_size"]:
         raise SystemExit(f"--crop_size {opts['crop_size']} is larger than --load_size {opts['load_size']}: the random "
                          f"crop must fit in the resized image (the paper: 286 -> 256; 143 -> 128 at half size)")
@@ -276,17 +329,26 @@ def options_from_args(args: argparse.Namespace) -> dict:
     if opts["epoch_count"] is None:
         opts["epoch_count"] = 1
     if not opts["continue_train"]:
-        opts.update({k: FRESH_DEFAULTS[k] for k in RESUME_FIXED if opts[k] is None})
+        fresh = {**FRESH_DEFAULTS, **MODEL_DEFAULTS[opts["model"] or "pix2pix"]}
+        opts.update({k: fresh[k] for k in RESUME_FIXED if opts[k] is None})
+        _model_options(opts)
         _check_sizes(opts)
     opts["dataroot"] = str(opts["dataroot"])
     opts["checkpoints_dir"] = str(opts["checkpoints_dir"])
     return opts
 
 
+def _model_options(opts: dict) -> None:
+    "The options a resumed run may change, defaulted by its model (gan_mode: vanilla, or lsgan for cycle_gan); checked."
+    if opts["gan_mode"] is None:
+        opts["gan_mode"] = MODEL_DEFAULTS[opts["model"]]["gan_mode"]
+    _check_model(opts)
+
+
 def resumed_options(opts: dict, saved: dict, source: Path) -> dict:
     """The options of a resumed run: the checkpoint's architecture and data options (RESUME_FIXED), an error
     naming any given differently, and everything else as given now (a longer schedule, another lr)."""
-    saved = {**FRESH_DEFAULTS, **{k: v for k, v in saved.items() if k in RESUME_FIXED}}
+    saved_options, saved = saved, {**FRESH_DEFAULTS, **{k: v for k, v in saved.items() if k in RESUME_FIXED}}
     if saved["max_dataset_size"] is None:  # JSON has no infinity: written as null
         saved["max_dataset_size"] = float("inf")
     different = [f"--{k} {saved[k]} (you gave {opts[k]})" for k in RESUME_FIXED
@@ -296,19 +358,25 @@ def resumed_options(opts: dict, saved: dict, source: Path) -> dict:
                          + ": a resumed run keeps its architecture and data; drop these options to resume it, "
                            "or start a new run under another --name")
     resumed = {**opts, **saved}
+    if resumed["gan_mode"] is None:  # not given: the loss it trained with (not the default of a fresh run)
+        resumed["gan_mode"] = saved_options.get("gan_mode")
+    _model_options(resumed)
     _check_sizes(resumed)
     return resumed
 
 
 def register_cli(subparsers) -> None:
     parser = subparsers.add_parser(
-        "train", help="train pix2pix (the paper's recipe; resumable, multi-GPU with torchrun)",
+        "train", help="train pix2pix (the paper's recipe; resumable, multi-GPU with torchrun), or CycleGAN",
         description="Train pix2pix with the official defaults (unet_256, 70x70 PatchGAN, 286->256 jitter, batch 1, "
                     "Adam 2e-4 / 0.5, lambda_L1 100, 100 + 100 epochs) and the device's fast settings. Writes "
                     "CHECKPOINTS_DIR/NAME/: latest_state.pt (resume with --continue_train), latest_net_G.pt (for "
                     "p2p test / translate), loss_log.jsonl (losses, learning rates and, each epoch, val_L1 and "
                     "val_PSNR with pixels on [0, 1], as p2p test reports them) and images/. "
-                    "Example: p2p train --dataroot datasets/facades --name facades_label2photo --direction BtoA",
+                    "Example: p2p train --dataroot datasets/facades --name facades_label2photo --direction BtoA. "
+                    "--netD multiscale: pix2pixHD's three-scale discriminator with feature matching (lesson 11). "
+                    "--model cycle_gan: CycleGAN on unpaired trainA/ and trainB/ with the official CycleGAN defaults "
+                    "(lesson 10), writing latest_net_G_A.pt (A -> B) and latest_net_G_B.pt (B -> A).",
     )
     add_train_arguments(parser)
     parser.set_defaults(func=run)
@@ -405,9 +473,32 @@ def _save(run, opts: dict, run_dir: Path, tag, world: int, main_process: bool) -
            "optimizer_G": run.opt_G.state_dict(), "optimizer_D": run.opt_D.state_dict(),
            "scheduler_G": schedulers[0], "scheduler_D": schedulers[1],
            "epoch": run.epoch, "epoch_iter": run.epoch_iter, "step": run.step,
-           "rng": rng, "rng_per_rank": per_rank, "scaler": run.scaler.state_dict() if run.scaler is not None else None}
+           "rng": rng, "rng_per_rank": per_rank, "scaler": run.scaler.state_dict() if run.scaler is not None else None,
+           "pools": [pool.state_dict() for pool in _image_pools(run)]}
     save_checkpoint(state_path(run_dir, tag), obj)
-    save_checkpoint(generator_path(run_dir, tag), generator_checkpoint(run.G, opts))
+    for path, checkpoint in _generator_files(run, opts, run_dir, tag):
+        save_checkpoint(path, checkpoint)
+
+
+def _image_pools(run) -> tuple:
+    "CycleGAN's two image pools (lesson 10), kept by its discriminators' container; pix2pix has none."
+    return getattr(_unwrap(run.D), "pools", ())
+
+
+def _generator_files(run, opts: dict, run_dir: Path, tag) -> list[tuple[Path, dict]]:
+    """The generator-only checkpoints for p2p test / translate: {tag}_net_G.pt, or for cycle_gan {tag}_net_G_A.pt
+    (A -> B) and {tag}_net_G_B.pt (B -> A), as the official code names them."""
+    if opts["model"] != "cycle_gan":
+        return [(generator_path(run_dir, tag), generator_checkpoint(run.G, opts))]
+    sides = generator_sides(opts)
+    return [(path, generator_checkpoint(getattr(_unwrap(run.G), name), sides[name]))
+            for name, path in zip(("G_A", "G_B"), _generator_paths(opts, run_dir, tag))]
+
+
+def _generator_paths(opts: dict, run_dir: Path, tag) -> list[Path]:
+    if opts["model"] != "cycle_gan":
+        return [generator_path(run_dir, tag)]
+    return [run_dir / f"{tag}_net_G_A.pt", run_dir / f"{tag}_net_G_B.pt"]
 
 
 def _read_state(opts: dict, run_dir: Path) -> tuple[dict, Path]:
@@ -461,6 +552,15 @@ def _restore(run, state: dict, opts: dict, rank: int, world: int) -> str:
         raise SystemExit(f"--continue_train: {err}") from None
     if run.scaler is not None and state.get("scaler"):
         run.scaler.load_state_dict(state["scaler"])
+    pools, saved_pools = _image_pools(run), state.get("pools") or []
+    if len(saved_pools) != len(pools):
+        raise SystemExit(f"--continue_train: the checkpoint holds {len(saved_pools)} image pools, this run {len(pools)}: "
+                         f"the file is damaged or was edited")
+    try:
+        for pool, saved in zip(pools, saved_pools):
+            pool.load_state_dict(saved)
+    except (ValueError, KeyError, TypeError) as err:
+        raise SystemExit(f"--continue_train: the checkpoint's image pools cannot be restored: {err}") from None
     run.step, run.epoch, run.epoch_iter = int(state["step"]), int(state["epoch"]), int(state.get("epoch_iter", 0))
     if state.get("epoch_complete", False):  # checkpoints of older versions counted a finished epoch so
         run.epoch, run.epoch_iter = run.epoch + 1, 0
@@ -566,11 +666,13 @@ class CommandHooks(Hooks):
         self.validate, self.stop, self.per_epoch, self.on_step = validate, stop, per_epoch, on_step
         self.sums = self.epoch_sums = None
         self.since_print, self.epoch_steps, self.timer, self.epoch_start = 0, 0, time.perf_counter(), time.perf_counter()
-        self.saved_at, self.inside, self.progress, self.lrs = None, False, None, {}
+        self.saved_at, self.inside, self.progress, self.lrs, self.names = None, False, None, {}, None
 
     def after_step(self, run, losses):
         self.inside = True  # a KeyboardInterrupt from here on leaves a consistent run: it may be saved
-        values = torch.stack([losses[k].detach().float() for k in LOSS_NAMES])
+        if self.names is None:
+            self.names = tuple(losses)  # pix2pix's LOSS_NAMES, G_FM with --netD multiscale, CycleGAN's eight
+        values = torch.stack([losses[k].detach().float() for k in self.names])
         self.sums = values if self.sums is None else self.sums + values
         self.epoch_sums = values if self.epoch_sums is None else self.epoch_sums + values
         self.since_print, self.epoch_steps = self.since_print + 1, self.epoch_steps + 1
@@ -589,8 +691,9 @@ class CommandHooks(Hooks):
     def after_epoch(self, run, epoch):
         scores = self.validate(run.G, f"epoch{epoch:03d}")
         count = max(self.epoch_steps, 1)  # the steps this process made in the epoch (a resumed one made fewer)
-        means = (self.epoch_sums / count).tolist() if self.epoch_sums is not None else [float("nan")] * 4
-        record = {"type": "epoch", "epoch": epoch, "step": run.step, **dict(zip(LOSS_NAMES, means)), **self.lrs,
+        names = self.names or LOSS_NAMES
+        means = (self.epoch_sums / count).tolist() if self.epoch_sums is not None else [float("nan")] * len(names)
+        record = {"type": "epoch", "epoch": epoch, "step": run.step, **dict(zip(names, means)), **self.lrs,
                   **scores, "seconds": time.perf_counter() - self.epoch_start}
         self.log.write(record)
         shown = "".join(f", {k} {v:.4g}" for k, v in scores.items())
@@ -618,9 +721,9 @@ class CommandHooks(Hooks):
     def _print_losses(self, run) -> None:
         mean = (self.sums / self.since_print).tolist()
         self.log.write({"type": "train", "epoch": run.epoch, "epoch_iter": run.epoch_iter, "step": run.step,
-                        **dict(zip(LOSS_NAMES, mean)), **self.lrs,
+                        **dict(zip(self.names, mean)), **self.lrs,
                         "it_per_s": self.since_print / (time.perf_counter() - self.timer)})
-        text = " ".join(f"{k}: {v:.3f}" for k, v in zip(LOSS_NAMES, mean))
+        text = " ".join(f"{k}: {v:.3f}" for k, v in zip(self.names, mean))
         if self.progress is not None:
             self.progress.set_postfix_str(text)
         else:
@@ -670,6 +773,8 @@ def _distributed_device(opts: dict) -> tuple[torch.device, int, int]:
 def _training_pairs(opts: dict) -> SeededPairs:
     from p2p_lib.data import PairedImageDataset  # lesson 05
     try:
+        if opts["model"] == "cycle_gan":  # lesson 10's unaligned data; each B partner is drawn inside SeededPairs' seed
+            return SeededPairs(unpaired_training_data(opts), opts["seed"])
         dataset = PairedImageDataset(opts["dataroot"], opts["phase"], direction=opts["direction"],
                                      load_size=opts["load_size"], crop_size=opts["crop_size"],
                                      preprocess=opts["preprocess"], no_flip=opts["no_flip"],
@@ -714,6 +819,40 @@ def train(opts: dict, on_step=None) -> dict:
             dist.destroy_process_group()
 
 
+def _builders(opts: dict):
+    "The model's (G, D) builders without initialisation: the shapes a resumed checkpoint must have."
+    if opts["model"] == "cycle_gan":
+        return (lambda o: build_cycle_generators(o, init=False)), (lambda o: build_cycle_discriminators(o, init=False))
+    return build_generator, (lambda options: define_D(options, init=False))
+
+
+def _build_run(opts: dict, device: torch.device, speed, world: int):
+    "A fresh TrainingRun of the model: lesson 06's build_training, or lesson 10's CycleGAN in the same shape."
+    if opts["model"] != "cycle_gan":
+        return build_training(opts, device, speed)
+    if world > 1:
+        raise SystemExit("--model cycle_gan trains in one process here (no torchrun): its four networks share "
+                         "two optimizers that DistributedDataParallel would each need to wrap")
+    if speed.grad_scaler:  # cyclegan_step has no loss scaling: float16 would lose small gradients
+        _notice("--model cycle_gan: float32 instead of float16 mixed precision (this GPU has no bfloat16)")
+        speed = pick_speed(device, "off", speed.channels_last, False, False)
+    speed = dataclasses.replace(speed, fused_adam=False)  # lesson 10's build_cyclegan makes plain Adams
+    try:
+        return build_cyclegan_training(opts, device, speed)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
+
+
+def _step(opts: dict):
+    "fit's step: pix2pix's train_step (None: fit's default), lesson 11's with --netD multiscale, lesson 10's CycleGAN."
+    if opts["model"] == "cycle_gan":
+        return cyclegan_run_step(opts["lambda_A"], opts["lambda_B"], opts["lambda_identity"])
+    if opts["netD"] == "multiscale":
+        from p2p_lib.multiscale import multiscale_step
+        return multiscale_step(opts["lambda_feat"])
+    return None
+
+
 def _prepare(opts: dict, device: torch.device, rank: int, world: int):
     "Options (from the checkpoint when resuming), data and the TrainingRun, restored if resuming."
     run_dir = Path(opts["checkpoints_dir"]) / opts["name"]
@@ -722,14 +861,14 @@ def _prepare(opts: dict, device: torch.device, rank: int, world: int):
         state, source = _read_state(opts, run_dir)
         opts = resumed_options(opts, state["options"], source)
         try:  # before anything is built: a damaged or edited file must not allocate what its options ask for
-            check_architecture(opts, state.get("G"), f"generator (G in {source.name})", build_generator)
-            check_architecture(opts, state.get("D"), f"discriminator (D in {source.name})",
-                               lambda options: define_D(options, init=False))
+            build_G, build_D = _builders(opts)
+            check_architecture(opts, state.get("G"), f"generator (G in {source.name})", build_G)
+            check_architecture(opts, state.get("D"), f"discriminator (D in {source.name})", build_D)
         except CheckpointError as err:
             raise SystemExit(f"--continue_train: {err}") from None
         opts["epoch_count"] = state["options"].get("epoch_count", 1)
     pairs = _training_pairs(opts)
-    run = build_training(opts, device, _speed(opts, device))
+    run = _build_run(opts, device, _speed(opts, device), world)
     if state is not None:
         resumed = _restore(run, state, opts, rank, world)
     elif world > 1:
@@ -776,9 +915,16 @@ def _train_claimed(opts, on_step, run_dir, pairs, run, resumed, rank, world, dev
     log = _Log(run_dir, opts["tensorboard"], main_process)
     per_epoch = steps_per_epoch(pairs, opts["batch_size"], world)
     n_G, n_D = (sum(p.numel() for p in _unwrap(net).parameters()) / 1e6 for net in (run.G, run.D))
-    _say(f"p2p train: {len(pairs)} training pairs, {per_epoch} iterations per epoch"
-         f"{f' per process ({world} processes)' if world > 1 else ''}; G {opts['netG']} {n_G:.2f} M parameters, "
-         f"D {opts['netD']} {n_D:.2f} M; {run.speed.describe()}; writing to {run_dir}")
+    if opts["model"] == "cycle_gan":
+        sizes = {side: len(files) for side, files in pairs.dataset.files.items()}
+        what = (f"cycle_gan: {sizes['A']} A and {sizes['B']} B images (unpaired), {per_epoch} iterations per epoch; "
+                f"G_A + G_B {opts['netG']} {n_G:.2f} M parameters, D_A + D_B {opts['netD']} {n_D:.2f} M")
+    else:
+        scales = f" ({opts['num_D']} scales, feature matching x {opts['lambda_feat']})" if opts["netD"] == "multiscale" else ""
+        what = (f"{len(pairs)} training pairs, {per_epoch} iterations per epoch"
+                f"{f' per process ({world} processes)' if world > 1 else ''}; G {opts['netG']} {n_G:.2f} M parameters, "
+                f"D {opts['netD']}{scales} {n_D:.2f} M")
+    _say(f"p2p train: {what}; {run.speed.describe()}; writing to {run_dir}")
     if resumed:
         _say(resumed)
         log.write({"type": "resume", "step": run.step, "epoch": run.epoch, "lr": opts["lr"],
@@ -798,7 +944,7 @@ def _loop(opts, run, pairs, hooks: CommandHooks, device, rank, world) -> dict:
     main_process, run_dir = rank == 0, hooks.run_dir
     outcome = {"status": "done", "exit_code": 0}
     try:
-        ended = fit(run, pairs, opts["n_epochs"], opts["n_epochs_decay"], opts["batch_size"],
+        ended = fit(run, pairs, opts["n_epochs"], opts["n_epochs_decay"], opts["batch_size"], step=_step(opts),
                     shuffle=not opts["serial_batches"], max_steps=opts["max_steps"], hooks=[hooks],
                     num_workers=_num_workers(opts, device), rank=rank, world=world,
                     check_every=1 if device.type == "cpu" and world == 1 else opts["print_freq"])
@@ -810,7 +956,8 @@ def _loop(opts, run, pairs, hooks: CommandHooks, device, rank, world) -> dict:
                  f"resume with the same command and --continue_train")
         else:
             _final_validation(run, hooks)
-            _say(f"done: {run.step} iterations; the generator is in {generator_path(run_dir, 'latest')}")
+            made = " and ".join(str(path) for path in _generator_paths(opts, run_dir, "latest"))
+            _say(f"done: {run.step} iterations; the generator{'s are' if ' and ' in made else ' is'} in {made}")
     except TrainingDiverged as err:
         outcome = {"status": "nan", "exit_code": 1}
         kept = (f"the last good checkpoint, {state_path(run_dir, 'latest')} (iteration {hooks.saved_at}), is kept"

@@ -28,7 +28,7 @@ from p2p_lib.device import pick_device
 from p2p_lib.optiontypes import number
 from p2p_lib.rundir import RunFolderError, describe_write_error, make_folder
 from p2p_lib.inference import evaluate_generator, image_files, to_pil, translate
-from p2p_lib.networks import GENERATOR_OPTIONS
+from p2p_lib.networks import GENERATOR_OPTIONS, NETG_CHOICES
 
 __all__ = ["register_cli", "checkpoint_file", "run_test", "run_translate"]
 
@@ -109,7 +109,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="seed for train mode's dropout: the same seed gives the same outputs (default: %(default)s)")
     group.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
     arch = parser.add_argument_group("architecture (read from the checkpoint; give them only to override)")
-    arch.add_argument("--netG", default=None, choices=["unet_256", "unet_128"], help="generator")
+    arch.add_argument("--netG", default=None, choices=NETG_CHOICES, help="generator")
     arch.add_argument("--ngf", type=number(int, 1), default=None, help="generator filters in the first layer")
     arch.add_argument("--norm", default=None, choices=["batch", "instance", "none"], help="normalisation layer")
     arch.add_argument("--no_dropout", action="store_true", help="the generator has no dropout")

@@ -89,12 +89,15 @@ def test_the_command_is_registered_and_documented(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--netG", "resnet_9blocks"], "unknown generator; choose one of unet_128, unet_256"),
-    (["--netD", "multiscale"], "choose one of basic, n_layers, pixel"),
-    (["--model", "cycle_gan"], "trains pix2pix only"),
+    (["--netG", "resnet_12blocks"], "unknown generator; choose one of unet_128, unet_256"),
+    (["--netD", "huge"], "choose one of basic, n_layers, pixel, multiscale"),
+    (["--model", "cycle_gan", "--netG", "unet_256"], "cycle_gan trains lesson 10's networks"),
+    (["--model", "cycle_gan", "--input_nc", "1"], "needs --input_nc = --output_nc"),
     (["--gan_mode", "wgangp"], "wgangp is not implemented"),
     (["--lr_policy", "cosine"], "choose one of linear, constant"),
     (["--pool_size", "50"], "without an image pool"),
+    (["--netD", "multiscale", "--netG", "unet_128", "--crop_size", "128", "--load_size", "143", "--num_D", "4"],
+     "the coarsest scale sees 16 px"),
     (["--netG", "unet_256", "--crop_size", "128"], "use --netG unet_128"),
 ])
 def test_options_that_cannot_work_give_a_clear_error(argv, message):
