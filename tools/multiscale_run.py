@@ -22,7 +22,7 @@ over its layers; num_D 3 = pix2pixHD's) and in the size:
                          can show what the discriminator does for global structure, not for real fine texture.
 The official linear lr policy, stepped per epoch: 256 px 3 + 2 epochs, 512 px 2 + 1 (data_limits.schedule).
 Scoring: the 100 facades val pairs in the paper's test mode (resize to the run's size, no crop, no flip, dropout
-on): tools/reference_model.py's scores (L1, PSNR, SSIM on [0, 1], colour histogram intersection, checkerboard
+on), ten images at a time (chunked_score): tools/reference_model.py's scores (L1, PSNR, SSIM on [0, 1], colour histogram intersection, checkerboard
 ratio), lesson 07's sharpness after 2x2 pooling, and coarse_L1: the L1 after average pooling both images to 8 x 8
 (the layout: where the walls, windows and sky are, not their texture). The 256-px runs are also scored on the
 val pairs resized to 512 px: the same network, run fully convolutionally on inputs twice the size it trained on.
@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -47,9 +48,11 @@ sys.path.insert(0, str(ROOT))  # run as `python tools/multiscale_run.py` from a 
 sys.path.insert(0, str(ROOT / "tools"))
 
 from ablate import code_version, commit, curves  # noqa: E402
-from data_limits import schedule, score  # noqa: E402
+from data_limits import schedule, score  # noqa: E402  (score: the whole-set version, for tests)
 from p2p_lib.data import PairedImageDataset  # noqa: E402
-from p2p_lib.metrics import l1_distance, to_unit_range  # noqa: E402
+from p2p_lib.metrics import (color_histogram_intersection, detail_ratio, l1_distance, lab_histograms, psnr,  # noqa: E402
+                             ssim, to_unit_range)
+from reference_model import nyquist_energy_fraction  # noqa: E402
 from p2p_lib.multiscale import multiscale_step  # noqa: E402
 from p2p_lib.paths import dataset_dir  # noqa: E402
 from p2p_lib.train import COURSE_CONFIG, image_grid, train_course_model, translate_batch, val_tensors  # noqa: E402
@@ -91,11 +94,34 @@ def coarse_l1(outputs: torch.Tensor, targets: torch.Tensor) -> float:
     return l1_distance(pool(outputs), pool(targets)).item()
 
 
+def chunked_score(outputs: torch.Tensor, targets: torch.Tensor, chunk: int = 10) -> dict:
+    """data_limits.score() of the whole set (the same keys and values, to rounding), `chunk` images at a time: its
+    float64 colour and SSIM arithmetic on 100 images of 512 px at once would need many GB. Every measure is a mean
+    over images, but the colour histograms (counts, summed) and the checkerboard ratio (a ratio of two means)."""
+    per_image = {name: [] for name in ("L1", "PSNR", "SSIM", "sharpness_pooled", "nyquist_fake", "nyquist_real")}
+    histograms = {"fake": None, "real": None}
+    for start in range(0, len(outputs), chunk):
+        fake, real = to_unit_range(outputs[start:start + chunk]), to_unit_range(targets[start:start + chunk])
+        for name, values in (("L1", l1_distance(fake, real, reduction="none")), ("PSNR", psnr(fake, real, reduction="none")),
+                             ("SSIM", ssim(fake, real, reduction="none")),
+                             ("sharpness_pooled", detail_ratio(fake, real, reduction="none", pool=2)),
+                             ("nyquist_fake", nyquist_energy_fraction(fake)), ("nyquist_real", nyquist_energy_fraction(real))):
+            per_image[name].append(values.double())
+        for side, images in (("fake", fake), ("real", real)):
+            counts = lab_histograms(images)
+            histograms[side] = counts if histograms[side] is None else {k: histograms[side][k] + counts[k] for k in counts}
+    mean = {name: torch.cat(values).mean().item() for name, values in per_image.items()}
+    result = {"L1": mean["L1"], "PSNR": mean["PSNR"], "SSIM": mean["SSIM"],
+              "color_histogram_intersection": color_histogram_intersection(histograms["fake"], histograms["real"]),
+              "checkerboard_ratio": mean["nyquist_fake"] / mean["nyquist_real"], "sharpness_pooled": mean["sharpness_pooled"]}
+    return {key: None if isinstance(value, float) and not math.isfinite(value) else value for key, value in result.items()}
+
+
 def evaluate(G, val: tuple) -> tuple[dict, torch.Tensor]:
-    "(score() + coarse_L1 of G's outputs on val in test mode, the outputs)."
+    "(chunked_score() + coarse_L1 of G's outputs on val in test mode, the outputs)."
     val_A, val_B = val
     outputs = translate_batch(G, val_A, seed=0)
-    return {**score(outputs, val_B), "coarse_L1": coarse_l1(outputs, val_B)}, outputs
+    return {**chunked_score(outputs, val_B), "coarse_L1": coarse_l1(outputs, val_B)}, outputs
 
 
 def grid_png(val: tuple, outputs: torch.Tensor) -> bytes:
