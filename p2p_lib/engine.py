@@ -320,7 +320,8 @@ def options_from_args(args: argparse.Namespace) -> dict:
     opts = {k: v for k, v in vars(args).items() if k not in IGNORED_OPTIONS and k not in ("func", "command")}
     for option, why in IGNORED_OPTIONS.items():
         value = getattr(args, option, None)
-        if value not in (None, False) and not (option == "dataset_mode" and value == "aligned"):
+        expected_mode = "unaligned" if getattr(args, "model", None) == "cycle_gan" else "aligned"
+        if value not in (None, False) and not (option == "dataset_mode" and value == expected_mode):
             _notice(f"--{option} is ignored ({why})")
     _check_choices(opts)
     _device_from_gpu_ids(opts)

@@ -9,9 +9,11 @@ from torch import nn
 from p2p_lib.losses import GANLoss
 from p2p_lib.patchgan import PatchDiscriminator
 from p2p_lib.train import _autocast, _backward_and_step, discriminator_condition, set_requires_grad
+from p2p_lib.blocks import conv_uses_bias, init_weights, norm_layer
+from p2p_lib.cyclegan import ResnetBlock, ResnetGenerator
 
 
-__all__ = ['MultiscaleDiscriminator', 'multiscale_gan_loss', 'feature_matching_loss', 'multiscale_discriminator_loss', 'multiscale_generator_loss', 'multiscale_train_step', 'multiscale_step']
+__all__ = ['MultiscaleDiscriminator', 'multiscale_gan_loss', 'feature_matching_loss', 'multiscale_discriminator_loss', 'multiscale_generator_loss', 'multiscale_train_step', 'multiscale_step', 'LocalEnhancer']
 
 
 class MultiscaleDiscriminator(nn.Module):
@@ -128,3 +130,34 @@ def multiscale_step(lambda_FM: float = 10.0):
         return multiscale_train_step(run.G, run.D, run.opt_G, run.opt_D, real_A, real_B, run.gan_loss,
                                      run.lambda_L1, lambda_FM, run.speed.amp_dtype, run.scaler, run.adversarial)
     return step
+
+
+class LocalEnhancer(nn.Module):
+    """pix2pixHD's coarse-to-fine generator with one local enhancer. `global_generator` (G1) is lesson 10's
+    ResnetGenerator with 2 ngf filters, on the input average-pooled to half size; the enhancer (G2): 7x7 conv
+    (ngf) and a stride-2 conv (2 ngf) at full size, plus G1's features before its output layer, n_blocks_local
+    residual blocks, a transposed conv back to full size (ngf), 7x7 conv + tanh. Sides: multiples of 8."""
+
+    def __init__(self, input_nc: int = 3, output_nc: int = 3, ngf: int = 32, n_blocks_global: int = 9,
+                 n_blocks_local: int = 3, norm: str = "instance"):
+        super().__init__()
+        bias = conv_uses_bias(norm)
+        self.global_generator = ResnetGenerator(input_nc, output_nc, 2 * ngf, norm, n_blocks=n_blocks_global)
+        self.downsample = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+        self.front = nn.Sequential(nn.ReflectionPad2d(3), nn.Conv2d(input_nc, ngf, 7, bias=bias), norm_layer(norm, ngf),
+                                   nn.ReLU(True), nn.Conv2d(ngf, 2 * ngf, 3, stride=2, padding=1, bias=bias),
+                                   norm_layer(norm, 2 * ngf), nn.ReLU(True))
+        self.back = nn.Sequential(*[ResnetBlock(2 * ngf, norm) for _ in range(n_blocks_local)],
+                                  nn.ConvTranspose2d(2 * ngf, ngf, 3, stride=2, padding=1, output_padding=1, bias=bias),
+                                  norm_layer(norm, ngf), nn.ReLU(True),
+                                  nn.ReflectionPad2d(3), nn.Conv2d(ngf, output_nc, 7), nn.Tanh())
+        self.num_downs = 3  # one level here, two in G1: sides must be multiples of 2 ** 3
+        init_weights(self.front)
+        init_weights(self.back)
+
+    def global_features(self, x: torch.Tensor) -> torch.Tensor:
+        "G1's last features on the half-size input: (N, input_nc, H, W) -> (N, 2 ngf, H/2, W/2)."
+        return self.global_generator.model[:-3](self.downsample(x))  # without G1's pad, 7x7 conv and tanh
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.back(self.front(x) + self.global_features(x))  # (N, output_nc, H, W) in [-1, 1]

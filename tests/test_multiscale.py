@@ -85,3 +85,89 @@ def test_multiscale_gan_loss_is_the_sum_over_scales():
 def test_num_D_must_be_positive():
     with pytest.raises(ValueError, match="num_D"):
         MultiscaleDiscriminator(num_D=0)
+
+
+# ---------------------------------------------------------------- part 2: the step, the enhancer
+
+class FixedVerdicts(torch.nn.Module):
+    "A stand-in discriminator: the same logits (0 everywhere) at `scales` scales, and features (1, 2, logits)."
+
+    def __init__(self, scales: int = 2):
+        super().__init__()
+        self.scales = scales
+
+    def forward(self, xy):
+        return [torch.zeros(1, 1, 2, 2) for _ in range(self.scales)]
+
+    def features(self, xy):
+        image = xy[:, -3:]  # the judged image: its mean is the "feature" of every layer
+        return [[image.mean().reshape(1, 1, 1, 1), 2 * image.mean().reshape(1, 1, 1, 1), torch.zeros(1, 1, 2, 2)]
+                for _ in range(self.scales)]
+
+
+def test_multiscale_discriminator_loss_by_hand():
+    from p2p_lib.multiscale import multiscale_discriminator_loss
+    condition, real, fake = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    loss, fake_part, real_part = multiscale_discriminator_loss(FixedVerdicts(2), GANLoss("vanilla"), condition, real, fake)
+    ln2 = torch.log(torch.tensor(2.0))
+    assert torch.allclose(fake_part, 2 * ln2) and torch.allclose(real_part, 2 * ln2)  # logit 0: ln 2 per scale
+    assert torch.allclose(loss, 2 * ln2)                                              # 0.5 * (2 ln2 + 2 ln2)
+    loss, fake_part, real_part = multiscale_discriminator_loss(FixedVerdicts(3), GANLoss("lsgan"), condition, real, fake)
+    assert (fake_part.item(), real_part.item(), loss.item()) == (0.0, 3.0, 1.5)       # (0 - 1)^2 per real scale
+
+
+def test_multiscale_generator_loss_by_hand():
+    from p2p_lib.multiscale import multiscale_generator_loss
+    condition, real = torch.zeros(1, 3, 4, 4), torch.zeros(1, 3, 4, 4)
+    fake = torch.full((1, 3, 4, 4), 0.5)
+    total, adversarial, l1, matching = multiscale_generator_loss(FixedVerdicts(2), GANLoss("lsgan"), condition, real,
+                                                                 fake, lambda_L1=100.0, lambda_FM=10.0)
+    assert adversarial.item() == 2.0 and l1.item() == 0.5  # two scales of (0 - 1)^2; |0.5 - 0|
+    # feature layers 0.5 and 1.0 off, n_layers = 3 - 2 = 1: weight 4 / 2 = 2 per layer, 1/2 per scale, lambda 10
+    assert matching.item() == pytest.approx(2 * 10 * 2 / 2 * (0.5 + 1.0))
+    assert total.item() == pytest.approx(2.0 + 100 * 0.5 + matching.item())
+    no_matching = multiscale_generator_loss(FixedVerdicts(2), GANLoss("lsgan"), condition, real, fake, lambda_FM=0.0)
+    assert no_matching[3].item() == 0.0
+
+
+def test_one_scale_without_feature_matching_is_lesson_06s_step_bit_for_bit():
+    from p2p_lib.multiscale import multiscale_train_step
+    from p2p_lib.train import make_optimizers, train_step
+    from p2p_lib.unet import UNetGenerator
+
+    def pair():
+        torch.manual_seed(0)
+        return UNetGenerator(3, 3, num_downs=5, ngf=4), MultiscaleDiscriminator(6, 4, 3, num_D=1)
+    (G1, D1), (G2, D2) = pair(), pair()
+    plain = PatchDiscriminator(6, 4, 3)
+    plain.load_state_dict(D2.scales[0].state_dict())
+    opts1, opts2 = make_optimizers(G1, D1, fused=False), make_optimizers(G2, plain, fused=False)
+    torch.manual_seed(1)
+    batches = [(torch.rand(1, 3, 64, 64) * 2 - 1, torch.rand(1, 3, 64, 64) * 2 - 1) for _ in range(3)]
+    for A, B in batches:
+        torch.manual_seed(2)
+        ours = multiscale_train_step(G1, D1, *opts1, A, B, GANLoss(), lambda_FM=0.0)
+        torch.manual_seed(2)
+        theirs = train_step(G2, plain, *opts2, A, B, GANLoss())
+        assert all(torch.equal(ours[k], theirs[k]) for k in theirs) and ours["G_FM"].item() == 0.0
+    assert all(torch.equal(a, b) for a, b in zip(G1.state_dict().values(), G2.state_dict().values()))
+    assert all(torch.equal(a, b) for a, b in zip(D1.scales[0].state_dict().values(), plain.state_dict().values()))
+    with pytest.raises(ValueError, match="trains no discriminator"):
+        multiscale_train_step(G1, D1, *opts1, A, B, GANLoss(), adversarial="none")
+
+
+def test_local_enhancer_shapes_parameters_and_stages():
+    from p2p_lib.cyclegan import ResnetGenerator
+    from p2p_lib.multiscale import LocalEnhancer
+    from p2p_lib.train import set_requires_grad
+    net = LocalEnhancer(ngf=32, n_blocks_global=9, n_blocks_local=3)
+    front = (3 * 32 * 49 + 32) + (32 * 64 * 9 + 64)                       # 7x7 conv, stride-2 conv (biases: instance norm)
+    back = 3 * 2 * (64 * 64 * 9 + 64) + (64 * 32 * 9 + 32) + (32 * 3 * 49 + 3)  # 3 residual blocks, up-conv, 7x7 out
+    assert n_params(net.front) == front == 23_232 and n_params(net.back) == back == 244_739
+    assert n_params(net.global_generator) == n_params(ResnetGenerator(ngf=64, n_blocks=9)) == 11_378_179
+    x = torch.randn(1, 3, 64, 96)
+    assert net.global_features(x).shape == (1, 64, 32, 48) and net(x).shape == (1, 3, 64, 96)
+    set_requires_grad(net.global_generator, False)
+    net(x).sum().backward()
+    assert all(p.grad is None for p in net.global_generator.parameters())
+    assert all(p.grad is not None for p in net.front.parameters()) and net.num_downs == 3
