@@ -188,7 +188,8 @@ TABLE_HEADER = """# Lesson 11's comparison: one PatchGAN against three scales, a
 
 Made by `python tools/multiscale_run.py run`, then `python tools/multiscale_run.py table` (this file). Scores on
 the 100 facades val pairs in test mode, pixels on [0, 1]; coarse L1: after pooling to 8 x 8 (the layout).
-"At 512 px": a 256-px run's network applied to the val pairs resized to 512 px (fully convolutional).
+"At 512 px": a 256-px run's network applied to the val pairs resized to 512 px (fully convolutional). s/step: the
+wall time per training step as each run measured it, on a machine that may have been running other work then.
 
 | run | what | steps | s/step | L1 | coarse L1 | SSIM | PSNR | sharpness | at 512 px: L1 | coarse L1 | sharpness |
 |---|---|---|---|---|---|---|---|---|---|---|---|
