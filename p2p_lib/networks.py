@@ -33,7 +33,7 @@ NETD_CHOICES = ("basic", "n_layers", "pixel", "multiscale")
 INIT_TYPES = ("normal", "xavier", "kaiming", "orthogonal")
 # The options that decide each network's shape (a checkpoint must carry them; a resume must not change them).
 GENERATOR_OPTIONS = ("netG", "ngf", "norm", "no_dropout", "input_nc", "output_nc")
-DISCRIMINATOR_OPTIONS = ("netD", "n_layers_D", "num_D", "ndf", "norm", "input_nc", "output_nc")
+DISCRIMINATOR_OPTIONS = ("netD", "n_layers_D", "ndf", "norm", "input_nc", "output_nc")  # (num_D: multiscale only, default 3)
 ARCHITECTURE_OPTIONS = tuple(dict.fromkeys(GENERATOR_OPTIONS + DISCRIMINATOR_OPTIONS))
 DEFAULTS = {"netG": "unet_256", "netD": "basic", "n_layers_D": 3, "ngf": 64, "ndf": 64, "norm": "batch",
             "no_dropout": False, "input_nc": 3, "output_nc": 3, "init_type": "normal", "init_gain": 0.02,
