@@ -9,11 +9,12 @@ from torch import nn
 from p2p_lib.losses import GANLoss
 from p2p_lib.patchgan import PatchDiscriminator
 from p2p_lib.train import _autocast, _backward_and_step, discriminator_condition, set_requires_grad
+from p2p_lib.metrics import l1_distance, to_unit_range
 from p2p_lib.blocks import conv_uses_bias, init_weights, norm_layer
 from p2p_lib.cyclegan import ResnetBlock, ResnetGenerator
 
 
-__all__ = ['MultiscaleDiscriminator', 'multiscale_gan_loss', 'feature_matching_loss', 'multiscale_discriminator_loss', 'multiscale_generator_loss', 'multiscale_train_step', 'multiscale_step', 'LocalEnhancer']
+__all__ = ['MultiscaleDiscriminator', 'multiscale_gan_loss', 'feature_matching_loss', 'multiscale_discriminator_loss', 'multiscale_generator_loss', 'multiscale_train_step', 'multiscale_step', 'coarse_l1', 'LocalEnhancer']
 
 
 class MultiscaleDiscriminator(nn.Module):
@@ -130,6 +131,13 @@ def multiscale_step(lambda_FM: float = 10.0):
         return multiscale_train_step(run.G, run.D, run.opt_G, run.opt_D, real_A, real_B, run.gan_loss,
                                      run.lambda_L1, lambda_FM, run.speed.amp_dtype, run.scaler, run.adversarial)
     return step
+
+
+def coarse_l1(outputs: torch.Tensor, targets: torch.Tensor, size: int = 8) -> float:
+    """L1 on [0, 1] after average-pooling both to size x size: how far the layout is, whatever the texture.
+    In float64, so that a sum over 100 images of 512 px rounds no differently from one image at a time."""
+    pool = lambda x: F.adaptive_avg_pool2d(to_unit_range(x).double(), size)  # noqa: E731
+    return l1_distance(pool(outputs), pool(targets)).item()
 
 
 class LocalEnhancer(nn.Module):

@@ -12,19 +12,20 @@ from a script in resumable slices and scored on the val split.
 
 What is trained: lesson 10's CycleGAN (p2p_lib.cyclegan: two ResNet generators with 6 residual blocks, ngf 32; two
 unconditional 70x70 PatchGANs with instance norm, ndf 32; LSGAN, cycle lambda 10 both ways, identity 0.5; 50-image
-pools; Adam 2e-4, beta1 0.5; batch 1; seed 0), float32, at 128 px (143 -> 128 random crops and flips) for 12,000
-steps = 60 epochs of the 200 label maps (the official facades run: 200 epochs of 400 images at 256 px, 80,000
+pools; Adam 2e-4, beta1 0.5; batch 1; seed 0), float32, at 128 px (143 -> 128 random crops and flips) for 4,000
+steps = 20 epochs of the 200 label maps (the official facades run: 200 epochs of 400 images at 256 px, 80,000
 steps). Domain A: the label maps (right halves) of the first 200 facades training files sorted by number; domain B:
 the photos (left halves) of the other 200: no label map has its photo in the set. The learning rate is the official
-linear policy, stepped once per STEP (a LambdaLR over p2p_lib.train.lr_factor): the full rate for the first 6,000
-steps, then falling linearly to 1/6,001 of it at the last step. Each epoch visits the label maps in an order drawn
+linear policy, stepped once per STEP (a LambdaLR over p2p_lib.train.lr_factor): the full rate for the first 2,000
+steps, then falling linearly to 1/2,001 of it at the last step. Each epoch visits the label maps in an order drawn
 by a torch.Generator seeded with the seed; each label map's photo partner, crops and flips come from torch's global
 RNG (seeded; its state is in the checkpoint).
 
-How long: an ESTIMATE. 22 steps at this config took 1.35 s/step with OMP_NUM_THREADS=1 on a 2-core AMD EPYC that
-was running another training job on both cores at the time; alone on the 2 cores, assume (conservatively) 0.9 s/step:
-about 3 hours for the 12,000 steps (4.5 hours at the measured rate), plus a minute of scoring. Hence the slices:
-`--minutes 60`, a few times. state.pt is about 70 MB (4 networks, 2 Adams, 2 pools of 50 images).
+How long, measured with OMP_NUM_THREADS=2 and nothing else running: 0.83 s/step on a 2-core AMD EPYC (Zen 4;
+2,762 steps), 1.2 s/step on a 2-core Intel Xeon (40 steps, start-up included): 55 to 80 minutes for the 4,000
+steps, plus a minute of scoring. The state lives in .cache/, which a fresh checkout lacks: start the run early in a
+session and let it finish there (an earlier 12,000-step setting, about 3 to 4 hours, could not). The slices still
+help when a run must stop: `--minutes M`, then run it again. state.pt is about 70 MB (4 networks, 2 Adams, 2 pools of 50 images).
 
 Scoring, once every step is done: the first 100 facades val files (the whole split) at 128 px in test mode (resize,
 no crop, no flip): G_A(label map) against the real photo (tools/reference_model.py's scores), the cycle
@@ -79,7 +80,7 @@ CONFIG = {
     "lr": 2e-4,              # Adam's rate, both optimizers
     "beta1": 0.5,            # Adam's beta1 (beta2 0.999)
     "batch_size": 1,         # the official CycleGAN batch (the only one this script trains)
-    "steps": 12000,          # DEVIATION: 60 epochs of 200 label maps instead of 200 epochs of 400 (80,000 steps)
+    "steps": 4000,           # DEVIATION: 20 epochs of 200 label maps instead of 200 epochs of 400 (80,000 steps)
     "lr_policy": "linear",   # official: full rate for steps - steps // 2 steps, then linear decay; stepped per step
     "seed": 0,               # init, pools, data order, partners, crops and flips: the run repeats on one machine
     "num_val": 100,          # val files scored (the whole facades val split)

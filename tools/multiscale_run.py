@@ -40,7 +40,6 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,7 +52,7 @@ from p2p_lib.data import PairedImageDataset  # noqa: E402
 from p2p_lib.metrics import (color_histogram_intersection, detail_ratio, l1_distance, lab_histograms, psnr,  # noqa: E402
                              ssim, to_unit_range)
 from reference_model import nyquist_energy_fraction  # noqa: E402
-from p2p_lib.multiscale import multiscale_step  # noqa: E402
+from p2p_lib.multiscale import coarse_l1, multiscale_step  # noqa: E402
 from p2p_lib.paths import dataset_dir  # noqa: E402
 from p2p_lib.train import COURSE_CONFIG, image_grid, train_course_model, translate_batch, val_tensors  # noqa: E402
 from reference_model import machine, png_bytes, write_file  # noqa: E402
@@ -88,12 +87,6 @@ def run_config(name: str, base: dict = BASE, steps: int | None = None) -> dict:
             **schedule(pairs, steps, base["batch_size"])}
 
 
-def coarse_l1(outputs: torch.Tensor, targets: torch.Tensor) -> float:
-    "L1 on [0, 1] after average-pooling both to COARSE x COARSE: how far the layout is, whatever the texture."
-    pool = lambda x: F.adaptive_avg_pool2d(to_unit_range(x).double(), COARSE)  # noqa: E731
-    return l1_distance(pool(outputs), pool(targets)).item()
-
-
 def chunked_score(outputs: torch.Tensor, targets: torch.Tensor, chunk: int = 10) -> dict:
     """data_limits.score() of the whole set (the same keys and values, to rounding), `chunk` images at a time: its
     float64 colour and SSIM arithmetic on 100 images of 512 px at once would need many GB. Every measure is a mean
@@ -121,7 +114,7 @@ def evaluate(G, val: tuple) -> tuple[dict, torch.Tensor]:
     "(chunked_score() + coarse_L1 of G's outputs on val in test mode, the outputs)."
     val_A, val_B = val
     outputs = translate_batch(G, val_A, seed=0)
-    return {**chunked_score(outputs, val_B), "coarse_L1": coarse_l1(outputs, val_B)}, outputs
+    return {**chunked_score(outputs, val_B), "coarse_L1": coarse_l1(outputs, val_B, COARSE)}, outputs
 
 
 def grid_png(val: tuple, outputs: torch.Tensor) -> bytes:
