@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from p2p_lib.losses import GANLoss
-from p2p_lib.multiscale import MultiscaleDiscriminator, feature_matching_loss, multiscale_gan_loss
+from p2p_lib.multiscale import MultiscaleDiscriminator, coarse_l1, feature_matching_loss, multiscale_gan_loss
 from p2p_lib.patchgan import PatchDiscriminator
 
 
@@ -171,3 +171,11 @@ def test_local_enhancer_shapes_parameters_and_stages():
     net(x).sum().backward()
     assert all(p.grad is None for p in net.global_generator.parameters())
     assert all(p.grad is not None for p in net.front.parameters()) and net.num_downs == 3
+
+
+def test_coarse_l1_sees_the_layout_not_the_texture():
+    white, black = torch.ones(1, 3, 32, 32), -torch.ones(1, 3, 32, 32)
+    assert coarse_l1(white, black) == pytest.approx(1.0)          # [0, 1]: 1 against 0
+    checker = (torch.arange(32)[:, None] + torch.arange(32)[None, :]) % 2 * 2.0 - 1   # 1-px black and white
+    grey = torch.zeros(1, 3, 32, 32)                                      # 0.5 on [0, 1]
+    assert coarse_l1(checker.expand(1, 3, 32, 32), grey) == pytest.approx(0.0)  # same layout, other texture

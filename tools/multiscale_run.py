@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))  # run as `python tools/multiscale_run.py` from a 
 sys.path.insert(0, str(ROOT / "tools"))
 
 from ablate import code_version, commit, curves  # noqa: E402
-from data_limits import schedule, score  # noqa: E402  (score: the whole-set version, for tests)
+from data_limits import schedule  # noqa: E402
 from p2p_lib.data import PairedImageDataset  # noqa: E402
 from p2p_lib.metrics import (color_histogram_intersection, detail_ratio, l1_distance, lab_histograms, psnr,  # noqa: E402
                              ssim, to_unit_range)
