@@ -1,6 +1,5 @@
 """benchmarks/profile_step.py sorts the profiler's events into the categories its table reports."""
 import importlib.util
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,7 +10,6 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_script():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
     spec = importlib.util.spec_from_file_location("profile_step", ROOT / "benchmarks" / "profile_step.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
