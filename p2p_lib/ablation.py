@@ -3,39 +3,25 @@
 """08 · What each choice buys: the paper's ablations, small, and widgets to play with them: the pieces this lesson builds, as the library keeps them."""
 
 
-import json
 from pathlib import Path
 import numpy as np
 from p2p_lib.networks import define_D
-from p2p_lib.paths import PROJECT_ROOT
 from p2p_lib.patchgan import patch_grid_size, patch_span, receptive_field
+from p2p_lib.results import colour_intersection  # the sweep's reader is plumbing: lessons 00 and 04 use it too
 import torch
 from torch.nn import functional as F
 from p2p_lib.losses import GANLoss
 from p2p_lib.train import discriminator_condition, translate_batch
 
 
-__all__ = ['ABLATIONS_DIR', 'load_sweep', 'run_metric', 'summarise', 'PAPER_PIXEL_ACCURACY', 'TABLES', 'COLUMNS', 'table_rows', 'format_table', 'compare', 'gradient_shares', 'LAMBDA_SETTINGS', 'VIEW_METRICS', 'lambda_view', 'PATCH_CHOICES', 'PATCH_SETTINGS', 'patch_view', 'outline_patch']
-
-
-ABLATIONS_DIR = PROJECT_ROOT / "experiments" / "ablations"  # tools/ablate.py writes one folder per run here
-
-
-def load_sweep(folder=ABLATIONS_DIR) -> dict[str, list[dict]]:
-    """Every committed run of tools/ablate.py (RUN/result.json) by setting, each list sorted by seed; a
-    result's "folder" is where its outputs.png is."""
-    sweep = {}
-    for path in sorted(Path(folder).glob("*/result.json")):
-        result = json.loads(path.read_text(encoding="utf-8"))
-        sweep.setdefault(result["setting"], []).append({**result, "folder": str(path.parent)})
-    return {name: sorted(runs, key=lambda r: r["seed"]) for name, runs in sweep.items()}
+__all__ = ['run_metric', 'summarise', 'PAPER_PIXEL_ACCURACY', 'TABLES', 'COLUMNS', 'table_rows', 'format_table', 'compare', 'gradient_shares', 'LAMBDA_SETTINGS', 'VIEW_METRICS', 'lambda_view', 'PATCH_CHOICES', 'PATCH_SETTINGS', 'patch_view', 'outline_patch']
 
 
 def run_metric(result: dict, metric: str) -> float:
     """One number of a run: a key of its metrics, or "colour", the mean of the L, a and b histogram intersections."""
     metrics = result["metrics"]
     if metric == "colour":
-        return float(np.mean(list(metrics["color_histogram_intersection"].values())))
+        return colour_intersection(metrics)
     return float(metrics[metric])
 
 

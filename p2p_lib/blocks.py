@@ -6,7 +6,7 @@
 from torch import nn
 
 
-__all__ = ['NORMS', 'norm_layer', 'conv_uses_bias', 'conv_block', 'up_block', 'init_weights']
+__all__ = ['NORMS', 'norm_layer', 'conv_uses_bias', 'conv_block', 'up_block', 'init_weights', 'n_params']
 
 
 NORMS = ("batch", "instance", "none")
@@ -81,3 +81,8 @@ def init_weights(net: nn.Module, gain: float = 0.02, conv_init=None) -> nn.Modul
             nn.init.normal_(m.weight, 1.0, gain)
             nn.init.zeros_(m.bias)
     return net
+
+
+def n_params(module: nn.Module) -> int:
+    "How many numbers training can change: every parameter tensor's element count, summed (buffers excluded)."
+    return sum(p.numel() for p in module.parameters())

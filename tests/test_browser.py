@@ -27,7 +27,8 @@ if CHROMIUM is None:
 CELLS = [
     """import numpy as np, torch
 from p2p_lib import facades_dir
-from p2p_lib.ablation import load_sweep, lambda_view
+from p2p_lib.ablation import lambda_view
+from p2p_lib.results import load_sweep
 from p2p_lib.facadedraw import facade_palette
 from p2p_lib.stepper import StepByStep
 from p2p_lib.train import reference_model, val_tensors
@@ -127,7 +128,8 @@ def output_of(page, index: int):
 
 
 def test_the_widgets_work_in_a_real_browser(lab):
-    from p2p_lib.ablation import lambda_view, load_sweep
+    from p2p_lib.ablation import lambda_view
+    from p2p_lib.results import load_sweep
     base, token = lab
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     sweep = load_sweep()

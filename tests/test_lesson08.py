@@ -10,8 +10,9 @@ import torch
 from PIL import Image
 
 from imagefactory import aligned_pairs
-from p2p_lib.ablation import (PATCH_CHOICES, format_table, gradient_shares, lambda_view, load_sweep, outline_patch,
-                              patch_view, summarise, table_rows)
+from p2p_lib.ablation import (PATCH_CHOICES, format_table, gradient_shares, lambda_view, outline_patch, patch_view,
+                              summarise, table_rows)
+from p2p_lib.results import load_sweep
 from p2p_lib.facadedraw import (FACADE_CLASSES, blank_labels, drawing_to_photo, facade_palette, jet_guess,
                                 labels_from_map, paint_rectangle, render_labels)
 from p2p_lib.networks import define_D, define_G
