@@ -13,6 +13,7 @@ column of the val pairs named in `shown_val_pairs`, top to bottom).
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,12 @@ def colour_intersection(metrics: dict) -> float:
 LESSON_TIMINGS = PROJECT_ROOT / "lessons" / "timings.json"  # the root conftest.py writes it (P2P_RECORD_TIMINGS=1)
 
 
+def timings_file(path=None) -> Path:
+    "`path`, else $P2P_TIMINGS_FILE (the tests' own copy), else lessons/timings.json."
+    return Path(path or os.environ.get("P2P_TIMINGS_FILE") or LESSON_TIMINGS)
+
+
 def _this_machine() -> dict:
-    import os
     import platform
 
     from p2p_lib.device import cpu_capabilities, cpu_flags  # torch: only when recording
@@ -68,13 +73,12 @@ def _this_machine() -> dict:
     return {"cpu": cpu, "isa": caps["isa"], "cores": os.cpu_count(), "bf16": os.environ.get("P2P_BF16", "auto")}
 
 
-def record_lesson_times(seconds: dict[str, float], path=LESSON_TIMINGS, today: str | None = None) -> Path:
+def record_lesson_times(seconds: dict[str, float], path=None, today: str | None = None) -> Path:
     """Merge {lesson file name: seconds} into the timings file (other lessons' entries are kept), each with the
     machine and date it was measured on; written atomically (a temporary file, then a rename)."""
     import datetime
-    import os
 
-    path = Path(path)
+    path = timings_file(path)
     timings = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     stamp = {"machine": _this_machine(), "date": today or datetime.date.today().isoformat()}
     timings.update({name: {"seconds": round(s, 1), **stamp} for name, s in seconds.items()})
@@ -84,10 +88,11 @@ def record_lesson_times(seconds: dict[str, float], path=LESSON_TIMINGS, today: s
     return path
 
 
-def lesson_run_time(lesson: str, path=LESSON_TIMINGS) -> str:
+def lesson_run_time(lesson: str, path=None) -> str:
     """One line for a lesson's opening: how long it took under nbval the last time the timings were recorded
     (`lesson`: its file name, or the number it starts with, e.g. "07")."""
-    timings = json.loads(Path(path).read_text(encoding="utf-8")) if Path(path).exists() else {}
+    path = timings_file(path)
+    timings = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
     name = next((n for n in timings if n == lesson or n.startswith(f"{lesson}_")), None)
     if name is None:
         return f"{lesson}: no run time recorded yet (P2P_RECORD_TIMINGS=1 make test records every lesson's)"
@@ -95,3 +100,24 @@ def lesson_run_time(lesson: str, path=LESSON_TIMINGS) -> str:
     return (f"{name} ran in {entry['seconds'] / 60:.1f} min under the test command on {machine['cores']} cores "
             f"({machine['cpu']}, {machine['isa']}, bf16 {machine['bf16']}) on {entry['date']}; "
             "P2P_RECORD_TIMINGS=1 make test measures it again")
+
+
+def refresh_run_time_cells(notebooks, path=None) -> list[Path]:
+    """Write into each lesson notebook the line its run-time cell (the one calling lesson_run_time) prints now,
+    as executing that cell would; nothing else in the notebook changes. Returns the notebooks changed."""
+    changed = []
+    for notebook in map(Path, notebooks):
+        nb = json.loads(notebook.read_text(encoding="utf-8"))
+        for cell in nb["cells"]:
+            source = "".join(cell["source"])
+            if cell["cell_type"] == "code" and "print(lesson_run_time(" in source:
+                lesson = source.split("print(lesson_run_time(", 1)[1].split(")", 1)[0].strip("\"'")
+                line = lesson_run_time(lesson, path) + "\n"
+                if cell.get("outputs") != [{"name": "stdout", "output_type": "stream", "text": [line]}]:
+                    cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": [line]}]
+                    tmp = notebook.with_name(notebook.name + ".tmp")
+                    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+                    os.replace(tmp, notebook)
+                    changed.append(notebook)
+                break
+    return changed

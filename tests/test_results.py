@@ -73,8 +73,11 @@ def test_a_test_run_records_each_lessons_time_only_when_asked(tmp_path):
     from p2p_lib.paths import PROJECT_ROOT
     (tmp_path / "lessons").mkdir()
     shutil.copy(PROJECT_ROOT / "conftest.py", tmp_path / "conftest.py")
-    notebook = {"cells": [{"cell_type": "code", "execution_count": 1, "id": "a1", "metadata": {}, "source": ["print(6 * 7)"],
-                           "outputs": [{"name": "stdout", "output_type": "stream", "text": ["42\n"]}]}],
+    run_time_cell = {"cell_type": "code", "execution_count": 1, "id": "a0", "metadata": {},
+                     "source": ["# NBVAL_IGNORE_OUTPUT\n", "from p2p_lib.results import lesson_run_time\n", "print(lesson_run_time(\"99\"))"],
+                     "outputs": [{"name": "stdout", "output_type": "stream", "text": ["not run yet\n"]}]}
+    notebook = {"cells": [run_time_cell, {"cell_type": "code", "execution_count": 2, "id": "a1", "metadata": {}, "source": ["print(6 * 7)"],
+                                          "outputs": [{"name": "stdout", "output_type": "stream", "text": ["42\n"]}]}],
                 "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
                 "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "lessons" / "99_tiny.ipynb").write_text(json.dumps(notebook))
@@ -86,5 +89,9 @@ def test_a_test_run_records_each_lessons_time_only_when_asked(tmp_path):
         done = subprocess.run(command, cwd=tmp_path, env={**env, "P2P_RECORD_TIMINGS": record}, capture_output=True, text=True)
         assert done.returncode == 0, done.stdout + done.stderr
         assert timings.exists() == (record == "1")
+        saved = json.loads((tmp_path / "lessons" / "99_tiny.ipynb").read_text())
+        printed = "".join(saved["cells"][0]["outputs"][0]["text"])
+        assert printed.startswith("99_tiny.ipynb ran in ") if record == "1" else printed == "not run yet\n"
+        assert saved["cells"][1] == notebook["cells"][1]  # nothing else in the notebook changes
     entry = json.loads(timings.read_text())["99_tiny.ipynb"]
     assert 0 < entry["seconds"] < 120 and entry["machine"]["cores"] >= 1
