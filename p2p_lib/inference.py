@@ -16,8 +16,10 @@ from p2p_lib.train import model_device, seeded, translation_mode
 __all__ = ['load_image', 'to_pil', 'generator_channels', 'size_multiple', 'FIT_MODES', 'prepare_input', 'restore_output', 'translate', 'image_files', 'translate_folder', 'evaluation_item', 'image_metrics', 'evaluate_generator', 'side_by_side']
 
 
-from p2p_lib.metrics import (color_histogram_intersection, detail_ratio, l1_distance, lab_histograms, psnr, ssim,
-                             to_unit_range)
+if __name__ != "__main__":  # in p2p_lib/inference.py; in this notebook the definitions of §1-3 above are the
+    # ones used, so that an edit to psnr or ssim there changes what §5 measures (run `make export` to keep it)
+    from p2p_lib.metrics import (color_histogram_intersection, detail_ratio, l1_distance, lab_histograms, psnr, ssim,
+                                 to_unit_range)
 
 
 def load_image(image, channels: int = 3) -> Image.Image:
