@@ -348,8 +348,8 @@ COURSE_CONFIG = {
     "lr": 2e-4,              # Adam, the paper's settings
     "beta1": 0.5,
     "batch_size": 1,         # the paper's batch size
-    "n_epochs": 1,           # DEVIATION: 1 epoch at the full rate + 1 of linear decay (800 steps, ~4 min on
-    "n_epochs_decay": 1,     #   a 2-core CPU without bf16) instead of the paper's 200 epochs
+    "n_epochs": 1,           # DEVIATION: 1 epoch at the full rate + 1 of linear decay (800 steps; the course
+    "n_epochs_decay": 1,     #   model's cell prints their time) instead of the paper's 200 epochs
     "lr_policy": "linear",   # the official schedule, stepped once per epoch
     "seed": 0,               # seeds the init, dropout, data order and jitter: the run is repeatable on CPU
     "num_val": 100,          # validation images (the whole facades val split) for L1 and PSNR
@@ -505,15 +505,19 @@ class LossHistory(Hooks):
 
 class Snapshots(Hooks):
     """Grids of fixed validation inputs | outputs | targets at chosen steps (and at step 0 when made); none
-    (grid None) for zero images, as for lesson 09's 1 -> 2-channel colorization, which no grid can show."""
+    (grid None) for zero images, as for lesson 09's 1 -> 2-channel colorization, which no grid can show.
+    With `score` = (val_A, val_B), each snapshot also has their "L1" and "PSNR" (l1_and_psnr, test mode):
+    the validation curve. Both translate in the test mode of translate_batch, which leaves training's
+    random stream and BatchNorm statistics as they were, so snapshots never change the run."""
 
-    def __init__(self, G: nn.Module, val_A: torch.Tensor, val_B: torch.Tensor, steps):
-        self.val_A, self.val_B, self.steps = val_A, val_B, set(steps)
+    def __init__(self, G: nn.Module, val_A: torch.Tensor, val_B: torch.Tensor, steps, score=None):
+        self.val_A, self.val_B, self.steps, self.score = val_A, val_B, set(steps), score
         self.grids = [self.take(G, 0)]
 
     def take(self, G: nn.Module, step: int) -> dict:
         grid = image_grid(self.val_A, translate_batch(G, self.val_A), self.val_B) if len(self.val_A) else None
-        return {"step": step, "grid": grid}
+        scores = l1_and_psnr(translate_batch(G, self.score[0]), self.score[1]) if self.score else {}
+        return {"step": step, "grid": grid, **scores}
 
     def after_step(self, run, losses):
         if run.step in self.steps:
@@ -550,16 +554,17 @@ def train_course_model(config: dict | None = None, device=None, verbose: bool = 
     total = max_steps or steps_per_epoch(pairs, config["batch_size"]) * (config["n_epochs"] + config["n_epochs_decay"])
     with torch.random.fork_rng(devices=[device.index or 0] if device.type == "cuda" else []):
         run = build_training(config, device, pick_speed(device, amp="off", channels_last=False))
-        val_before = l1_and_psnr(translate_batch(run.G, val_A), val_B)
         history = LossHistory()
-        snapshots = Snapshots(run.G, val_A[:config["snapshots"]], val_B[:config["snapshots"]], config["snapshot_steps"])
+        snapshots = Snapshots(run.G, val_A[:config["snapshots"]], val_B[:config["snapshots"]], config["snapshot_steps"],
+                              score=(val_A, val_B))  # the validation curve; its first point is the untrained G's
+        val_before = {key: snapshots.grids[0][key] for key in ("L1", "PSNR")}
         hooks = [history, snapshots] + ([Progress(total, "course model")] if verbose else [])
         start = time.perf_counter()
         fit(run, pairs, config["n_epochs"], config["n_epochs_decay"], config["batch_size"], max_steps=max_steps,
             hooks=hooks, step=step)
         seconds = time.perf_counter() - start
         snapshots.grids.append(snapshots.take(run.G, run.step))
-        val = l1_and_psnr(translate_batch(run.G, val_A), val_B)
+        val = {key: snapshots.grids[-1][key] for key in ("L1", "PSNR")}  # the curve's last point
     return {"G": run.G, "D": run.D, "config": dict(config), "options": generator_options(config),
             "history": history.as_lists(), "val": val, "val_before": val_before, "snapshots": snapshots.grids,
             "seconds": seconds, "steps": run.step, "device": str(device)}
@@ -567,9 +572,9 @@ def train_course_model(config: dict | None = None, device=None, verbose: bool = 
 
 def course_model(device=None, verbose: bool = True, config: dict | None = None, retrain: bool = False) -> dict:
     """The course model: COURSE_CONFIG's generator trained on facades, from the cache, or trained once
-    and cached (about 4 minutes on a 2-core CPU). Returns {"G": the trained UNetGenerator (as trained:
+    and cached (the first call trains it: lesson 06 prints how long that took). Returns {"G": the trained UNetGenerator (as trained:
     train mode), "config", "options", "history": per-iteration losses, "val": final val L1 and PSNR,
-    "val_before": the same before training, "snapshots": [{"step", "grid"}], "seconds", "steps", "device",
+    "val_before": the same before training, "snapshots": [{"step", "grid", "L1", "PSNR"}], "seconds", "steps", "device",
     "path"}."""
     config = COURSE_CONFIG if config is None else config
     path = course_model_path(config)
@@ -587,7 +592,7 @@ def course_model(device=None, verbose: bool = True, config: dict | None = None, 
         except (CheckpointError, KeyError) as err:
             warnings.warn(f"the cached course model {path} cannot be used ({err}); training it again")
     if verbose:
-        print(f"training {what} (about 4 minutes on a 2-core CPU); it will be cached in {path}")
+        print(f"training {what} once; it will be cached in {path}")
     result = train_course_model(config, device, verbose)
     saved = generator_checkpoint(result["G"], result["options"])
     saved.update({key: result[key] for key in kept})

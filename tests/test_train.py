@@ -366,6 +366,10 @@ def test_course_model_is_cached_by_config(tmp_path, monkeypatch):
     first = course_model(device="cpu", verbose=False, config=config)
     assert path.exists() and first["path"] == path
     assert [s["step"] for s in first["snapshots"]] == [0, 2, 6] and first["steps"] == 6  # 3 pairs, 2 epochs
+    # each snapshot scores the val pairs: the validation curve starts at val_before and ends at val
+    assert first["snapshots"][0]["L1"] == pytest.approx(first["val_before"]["L1"])
+    assert first["snapshots"][-1]["L1"] == pytest.approx(first["val"]["L1"])
+    assert first["snapshots"][1]["L1"] != first["snapshots"][0]["L1"]
     assert all(len(v) == 6 for v in first["history"].values())
     assert set(first["val"]) == {"L1", "PSNR"} and first["G"].training
     assert list(path.parent.iterdir()) == [path]  # written atomically: no temporary file left
@@ -396,3 +400,17 @@ def test_val_tensors_use_the_official_test_settings(tmp_path):
     img = Image.open(root / "val" / "0.png").convert("RGB")
     left = img.crop((0, 0, 80, 80)).resize((64, 64), Image.Resampling.BICUBIC)
     assert torch.equal(A[0], to_tensor(left))  # resized whole: no crop, no flip
+
+
+def test_snapshots_score_the_val_pairs_and_never_change_the_run(tmp_path, monkeypatch):
+    from p2p_lib.train import train_course_model
+    make_pairs(tmp_path / "data" / "tiny", counts=(("train", 3), ("val", 2)), size=136)
+    monkeypatch.setenv("P2P_DATA", str(tmp_path / "data"))
+    config = {**COURSE_CONFIG, "dataset": "tiny", "load_size": 136, "crop_size": 128, "ngf": 4, "ndf": 4,
+              "n_epochs": 1, "n_epochs_decay": 1, "num_val": 2, "snapshots": 1}
+    watched = train_course_model({**config, "snapshot_steps": [1, 2, 3, 4, 5]}, "cpu", verbose=False)
+    unwatched = train_course_model({**config, "snapshot_steps": []}, "cpu", verbose=False)
+    assert [s["step"] for s in watched["snapshots"]] == [0, 1, 2, 3, 4, 5, 6]
+    assert all(0 < s["L1"] < 1 and math.isfinite(s["PSNR"]) for s in watched["snapshots"])
+    assert all(torch.equal(a, b) for a, b in zip(watched["G"].state_dict().values(), unwatched["G"].state_dict().values()))
+    assert watched["history"] == unwatched["history"]
