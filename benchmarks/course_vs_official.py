@@ -29,7 +29,7 @@ from PIL import Image
 
 from p2p_lib import facades_dir
 from p2p_lib.data import PairedImageDataset
-from p2p_lib.device import cpu_capabilities
+from p2p_lib.device import cpu_capabilities, cpu_model
 from p2p_lib.inference import evaluate_generator
 from p2p_lib.train import (COURSE_CONFIG, OFFICIAL_CPU_CONFIG, RESULTS_DIR, course_model, image_grid, translate_batch,
                            val_tensors)
@@ -47,9 +47,7 @@ def scores(trained: dict) -> dict:
 
 
 def machine() -> dict:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else platform.processor()
-    return {"cpu": cpu, **cpu_capabilities(), "torch": torch.__version__, "python": platform.python_version()}
+    return {"cpu": cpu_model(), **cpu_capabilities(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 def code_version() -> str:

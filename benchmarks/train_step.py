@@ -50,7 +50,8 @@ from pathlib import Path
 
 import torch
 
-from p2p_lib.device import AMP_CHOICES, SpeedSettings, cpu_capabilities, cpu_has_fast_bf16, pick_device, pick_speed
+from p2p_lib.device import (AMP_CHOICES, SpeedSettings, cpu_capabilities, cpu_has_fast_bf16, cpu_model, pick_device,
+                            pick_speed)
 from p2p_lib.losses import GANLoss
 from p2p_lib.networks import NETG_NUM_DOWNS, define_D, define_G, size_multiple_of
 from p2p_lib.train import make_optimizers, train_step, translate_batch
@@ -330,16 +331,6 @@ def target_for(args, device: torch.device, caps: dict) -> tuple[float | None, st
     if caps["isa"] != "AVX-512" and not cpu_has_fast_bf16():
         return None, f"report only (P2P_BF16=off turns the {isa} CPU's bf16 off)"
     return goal, f">= {goal:.1f}x ({isa} CPU)"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown CPU"
 
 
 def print_table(args, speed: dict) -> None:

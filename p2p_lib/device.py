@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["pick_device", "cpu_flags", "cpu_capabilities", "cpu_has_fast_bf16", "SpeedSettings", "pick_speed",
+__all__ = ["pick_device", "cpu_flags", "cpu_model", "cpu_capabilities", "cpu_has_fast_bf16", "SpeedSettings", "pick_speed",
            "AMP_CHOICES"]
 
 AMP_CHOICES = ("auto", "bf16", "fp16", "off")
@@ -76,6 +76,17 @@ def cpu_flags(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> set[str]:
         if line.startswith(("flags", "Features")):
             return set(line.split(":", 1)[1].split())
     return set()
+
+
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str:
+    "The CPU's name as Linux gives it (its first \"model name\"), else what the platform module knows."
+    try:
+        for line in Path(cpuinfo).read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
 
 
 def cpu_capabilities(flags: set[str] | None = None) -> dict:

@@ -60,17 +60,9 @@ def timings_file(path=None) -> Path:
 
 
 def _this_machine() -> dict:
-    import platform
-
-    from p2p_lib.device import cpu_capabilities, cpu_flags  # torch: only when recording
-    cpu = "unknown"
-    try:
-        cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                    if line.startswith("model name")), cpu)
-    except OSError:
-        cpu = platform.processor() or cpu
-    caps = cpu_capabilities(cpu_flags())
-    return {"cpu": cpu, "isa": caps["isa"], "cores": os.cpu_count(), "bf16": os.environ.get("P2P_BF16", "auto")}
+    from p2p_lib.device import cpu_capabilities, cpu_model  # torch: only when recording
+    return {"cpu": cpu_model(), "isa": cpu_capabilities()["isa"], "cores": os.cpu_count(),
+            "bf16": os.environ.get("P2P_BF16", "auto")}
 
 
 def record_lesson_times(seconds: dict[str, float], path=None, today: str | None = None) -> Path:
@@ -108,16 +100,12 @@ def refresh_run_time_cells(notebooks, path=None) -> list[Path]:
     changed = []
     for notebook in map(Path, notebooks):
         nb = json.loads(notebook.read_text(encoding="utf-8"))
-        for cell in nb["cells"]:
-            source = "".join(cell["source"])
-            if cell["cell_type"] == "code" and "print(lesson_run_time(" in source:
-                lesson = source.split("print(lesson_run_time(", 1)[1].split(")", 1)[0].strip("\"'")
-                line = lesson_run_time(lesson, path) + "\n"
-                if cell.get("outputs") != [{"name": "stdout", "output_type": "stream", "text": [line]}]:
-                    cell["outputs"] = [{"name": "stdout", "output_type": "stream", "text": [line]}]
-                    tmp = notebook.with_name(notebook.name + ".tmp")
-                    tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-                    os.replace(tmp, notebook)
-                    changed.append(notebook)
-                break
+        cell = next((c for c in nb["cells"] if c["cell_type"] == "code" and "lesson_run_time(" in "".join(c["source"])), None)
+        printed = [{"name": "stdout", "output_type": "stream", "text": [lesson_run_time(notebook.name, path) + "\n"]}]
+        if cell is not None and cell.get("outputs") != printed:
+            cell["outputs"] = printed
+            tmp = notebook.with_name(notebook.name + ".tmp")
+            tmp.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+            os.replace(tmp, notebook)
+            changed.append(notebook)
     return changed

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 import p2p_lib.device as device_module
-from p2p_lib.device import cpu_capabilities, cpu_flags, cpu_has_fast_bf16, pick_speed
+from p2p_lib.device import cpu_capabilities, cpu_flags, cpu_has_fast_bf16, cpu_model, pick_speed
 
 AMX = {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}
 AVX512_BF16 = {"avx2", "avx512f", "avx512_bf16"}
@@ -16,6 +16,8 @@ def test_cpu_flags_are_read_from_cpuinfo(tmp_path):
     info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 amx_bf16\n\nprocessor\t: 1\n")
     assert cpu_flags(info) == {"fpu", "sse2", "avx2", "amx_bf16"}
     assert cpu_flags(tmp_path / "missing") == set()  # no /proc/cpuinfo (macOS, Windows): nothing detected
+    assert cpu_model(info) == "Some CPU"
+    assert cpu_model(tmp_path / "missing")  # no /proc/cpuinfo: the platform's own name, never empty
 
 
 @pytest.mark.parametrize("flags, isa, fast", [(AMX, "AMX", True), (AVX512_BF16, "AVX-512-BF16", True),

@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))  # run as `python tools/reference_model.py` from a
 from p2p_lib.checkpoint import (CheckpointError, build_generator, load_checkpoint, load_generator,  # noqa: E402
                                 load_state_dict_strict, write_atomically)
 from p2p_lib.data import PairedDataError, PairedImageDataset  # noqa: E402
-from p2p_lib.device import cpu_capabilities  # noqa: E402
+from p2p_lib.device import cpu_capabilities, cpu_model  # noqa: E402
 from p2p_lib.inference import size_multiple  # noqa: E402
 from p2p_lib.metrics import color_histogram_intersection, l1_distance, psnr, ssim, to_unit_range  # noqa: E402
 from p2p_lib.modelfile import load_model_file, save_model_file  # noqa: E402
@@ -292,15 +292,6 @@ def code_version(given: str | None) -> dict:
                       "trained with; pass --code-version to state it",
             "uncommitted_changes_at_export": None if changes is None else bool(changes)}
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
 
 
 def machine() -> dict:
