@@ -6,7 +6,8 @@ batches, `train_step`, the schedule stepped per epoch, a NaN/Inf check). This mo
 lesson teaches: options named like the official train.py (with the official pix2pix defaults), the
 speed settings of the device (`p2p_lib.device.pick_speed`: bf16 only where the hardware has it),
 checkpoints of the full training state that resume bit for bit, multi-GPU training under `torchrun`,
-logs (JSONL, TensorBoard), validation images each epoch, and guard rails: a NaN/Inf loss stops the run
+logs (JSONL, TensorBoard: p2p_lib.runlog), validation images each epoch, a results page kept current
+(web/index.html: p2p_lib.runpage), and guard rails: a NaN/Inf loss stops the run
 and keeps the last good checkpoint, Ctrl-C or SIGTERM saves a checkpoint you can resume, running out of
 memory gives advice instead of a stack trace.
 
@@ -59,6 +60,8 @@ from p2p_lib.device import AMP_CHOICES, pick_device, pick_speed
 from p2p_lib.losses import GAN_MODES
 from p2p_lib.optiontypes import count_or_inf, number
 from p2p_lib.patchgan import patch_grid_size
+from p2p_lib.runlog import RunLog, SaveFailed
+from p2p_lib.runpage import WatchHooks
 from p2p_lib.rundir import (RunFolderError, RunFolderLock, check_free_space, checkpoint_bytes, describe_write_error,
                             megabytes, remove_leftover_temporaries)
 from p2p_lib.networks import (ADVERSARIAL_CHOICES, ARCHITECTURE_OPTIONS, NETD_CHOICES, NETG_CHOICES, INIT_TYPES, define_D,
@@ -72,10 +75,9 @@ __all__ = ["register_cli", "add_train_arguments", "options_from_args", "train", 
 
 # Official options that have no meaning here: accepted (so official command lines work) with a notice.
 IGNORED_OPTIONS = {
-    "display_id": "no visdom display: see loss_log.jsonl, images/ and --tensorboard",
-    "display_freq": "no visdom display", "display_ncols": "no visdom display", "display_server": "no visdom display",
+    "display_id": "no visdom display: see web/index.html, loss_log.jsonl and --tensorboard",
+    "display_ncols": "no visdom display", "display_server": "no visdom display",
     "display_env": "no visdom display", "display_port": "no visdom display", "display_winsize": "no visdom display",
-    "update_html_freq": "no HTML page: images/ holds the samples", "no_html": "no HTML page is written",
     "use_wandb": "no Weights & Biases logging: see loss_log.jsonl and --tensorboard",
     "wandb_project_name": "no Weights & Biases logging",
     "verbose": "the networks' sizes are always printed", "suffix": "the run's name is --name as given",
@@ -231,15 +233,25 @@ def add_train_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPar
     save.add_argument("--save_epoch_freq", type=number(int, 1), default=5,
                       help="save {epoch}_* every N epochs (default: 5); each full state of the default model is "
                            "about 0.7 GB")
-    save.add_argument("--tensorboard", action="store_true", help="also log to TensorBoard (needs `pip install tensorboard`)")
+    save.add_argument("--tensorboard", action="store_true",
+                      help="also log to CHECKPOINTS_DIR/NAME/tensorboard/: the losses and scores, the sample pictures, "
+                           "the options as hyperparameters (needs `pip install tensorboard`)")
     save.add_argument("--no_progress", action="store_true", help="no progress bar")
+    save.add_argument("--no_html", action="store_true",
+                      help="write no results page (CHECKPOINTS_DIR/NAME/web/index.html: each epoch's validation "
+                           "samples and training visuals, newest first, and the loss curves)")
+    save.add_argument("--update_html_freq", type=number(int, 1), default=1000,
+                      help="save the current training visuals (real_A, fake_B, real_B of the batch) to the results "
+                           "page (and to TensorBoard) every N iterations; an epoch keeps its latest (default: 1000)")
+    save.add_argument("--display_freq", type=number(int, 1), default=400,
+                      help="redraw the results page's curves every N iterations; it is also rewritten at each epoch's "
+                           "end (default: 400)")
 
     ignored = parser.add_argument_group("accepted for compatibility with the official train.py, and ignored")
-    for option in ("display_id", "display_freq", "display_ncols", "display_server", "display_env", "display_port",
-                   "display_winsize", "update_html_freq", "wandb_project_name", "suffix", "load_iter",
-                   "lr_decay_iters", "dataset_mode"):
+    for option in ("display_id", "display_ncols", "display_server", "display_env", "display_port",
+                   "display_winsize", "wandb_project_name", "suffix", "load_iter", "lr_decay_iters", "dataset_mode"):
         ignored.add_argument(f"--{option}", default=None, help=argparse.SUPPRESS)
-    for option in ("no_html", "use_wandb", "verbose", "save_by_iter"):
+    for option in ("use_wandb", "verbose", "save_by_iter"):
         ignored.add_argument(f"--{option}", action="store_true", default=None, help=argparse.SUPPRESS)
     ignored.description = ", ".join(f"--{o}" for o in IGNORED_OPTIONS)
     return parser
@@ -373,7 +385,8 @@ def register_cli(subparsers) -> None:
                     "Adam 2e-4 / 0.5, lambda_L1 100, 100 + 100 epochs) and the device's fast settings. Writes "
                     "CHECKPOINTS_DIR/NAME/: latest_state.pt (resume with --continue_train), latest_net_G.pt (for "
                     "p2p test / translate), loss_log.jsonl (losses, learning rates and, each epoch, val_L1 and "
-                    "val_PSNR with pixels on [0, 1], as p2p test reports them) and images/. "
+                    "val_PSNR with pixels on [0, 1], as p2p test reports them), images/ and web/index.html (the "
+                    "results page, kept current: open it in a browser while the run trains). "
                     "Example: p2p train --dataroot datasets/facades --name facades_label2photo --direction BtoA. "
                     "--netD multiscale: pix2pixHD's three-scale discriminator with feature matching (lesson 11). "
                     "--model cycle_gan: CycleGAN on unpaired trainA/ and trainB/ with the official CycleGAN defaults "
@@ -454,10 +467,6 @@ def _any_rank(flag: bool, world: int, device: torch.device) -> bool:
 
 
 # ------------------------------------------------------------------------------------ checkpoints
-
-class SaveFailed(Exception):
-    """A checkpoint or log could not be written (disk full, read-only, ...): the files saved before are intact."""
-
 
 def _save(run, opts: dict, run_dir: Path, tag, world: int, main_process: bool) -> None:
     "The TrainingRun as {tag}_state.pt (with every process's random state) and its generator as {tag}_net_G.pt."
@@ -577,40 +586,6 @@ def _restore(run, state: dict, opts: dict, rank: int, world: int) -> str:
 
 # ------------------------------------------------------------------------------------ what the command adds
 
-class _Log:
-    "loss_log.jsonl (and TensorBoard if asked), written by rank 0 only."
-
-    def __init__(self, run_dir: Path, tensorboard: bool, main_process: bool):
-        self.file = self.writer = None
-        if not main_process:
-            return
-        self.file = open(run_dir / "loss_log.jsonl", "a", encoding="utf-8")
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-                self.writer = SummaryWriter(str(run_dir / "tensorboard"))
-            except ImportError:
-                _notice("--tensorboard: TensorBoard is not installed (pip install tensorboard); logging to "
-                        "loss_log.jsonl only")
-
-    def write(self, record: dict) -> None:
-        if self.file is not None:
-            try:
-                self.file.write(json.dumps(record) + "\n")
-                self.file.flush()
-            except OSError as err:
-                raise SaveFailed(f"could not write {self.file.name}: {describe_write_error(err, Path(self.file.name).parent)}") from None
-        if self.writer is not None:
-            for key, value in record.items():
-                if isinstance(value, (int, float)) and key not in ("step", "epoch", "epoch_iter"):
-                    self.writer.add_scalar(f"{record['type']}/{key}", value, record["step"])
-
-    def close(self) -> None:
-        for handle in (self.file, self.writer):
-            if handle is not None:
-                handle.close()
-
-
 class _Validation:
     "Val L1/PSNR on [0, 1] and a sample grid in images/, in the paper's test mode (rank 0 only)."
 
@@ -652,19 +627,20 @@ class Session:
     "Where a `p2p train` process works: its options, run folder and log, the process count, and whether it writes."
     opts: dict
     run_dir: Path
-    log: "_Log"
+    log: RunLog
     world: int = 1
     main_process: bool = True
 
 
 class CommandHooks(Hooks):
     """What `p2p train` adds to lesson 06's loop: loss logs and progress, periodic checkpoints, validation at
-    each epoch's end, and stopping on a signal. It remembers what was saved last (for the final save)."""
+    each epoch's end, and stopping on a signal. It remembers what was saved last (for the final save). `watch`
+    (p2p_lib.runpage.WatchHooks) runs after it in the same loop: the results page and TensorBoard's pictures."""
 
-    def __init__(self, session: Session, validate, stop, per_epoch: int, on_step=None):
+    def __init__(self, session: Session, validate, stop, per_epoch: int, on_step=None, watch=None):
         self.opts, self.run_dir, self.log = session.opts, session.run_dir, session.log
         self.world, self.main_process = session.world, session.main_process
-        self.validate, self.stop, self.per_epoch, self.on_step = validate, stop, per_epoch, on_step
+        self.validate, self.stop, self.per_epoch, self.on_step, self.watch = validate, stop, per_epoch, on_step, watch
         self.sums = self.epoch_sums = None
         self.since_print, self.epoch_steps, self.timer, self.epoch_start = 0, 0, time.perf_counter(), time.perf_counter()
         self.saved_at, self.inside, self.progress, self.lrs, self.names = None, False, None, {}, None
@@ -913,7 +889,7 @@ def _train(opts, on_step, device, rank, world) -> dict:
 
 def _train_claimed(opts, on_step, run_dir, pairs, run, resumed, rank, world, device) -> dict:
     main_process = rank == 0
-    log = _Log(run_dir, opts["tensorboard"], main_process)
+    log = RunLog(run_dir, opts, main_process)
     per_epoch = steps_per_epoch(pairs, opts["batch_size"], world)
     n_G, n_D = (sum(p.numel() for p in _unwrap(net).parameters()) / 1e6 for net in (run.G, run.D))
     if opts["model"] == "cycle_gan":
@@ -932,11 +908,13 @@ def _train_claimed(opts, on_step, run_dir, pairs, run, resumed, rank, world, dev
                    "n_epochs": opts["n_epochs"], "n_epochs_decay": opts["n_epochs_decay"]})
     with _StopFlag() as stop:
         session = Session(opts, run_dir, log, world, main_process)
-        hooks = CommandHooks(session, _Validation(opts, run_dir, main_process), stop, per_epoch, on_step)
+        watch = WatchHooks(opts, run_dir, log, main_process, run)  # web/index.html and TensorBoard's pictures
+        hooks = CommandHooks(session, _Validation(opts, run_dir, main_process), stop, per_epoch, on_step, watch)
         try:
             return _loop(opts, run, pairs, hooks, device, rank, world)
         finally:
             hooks._close_progress()
+            watch.finish(run)
             log.close()
 
 
@@ -945,8 +923,9 @@ def _loop(opts, run, pairs, hooks: CommandHooks, device, rank, world) -> dict:
     main_process, run_dir = rank == 0, hooks.run_dir
     outcome = {"status": "done", "exit_code": 0}
     try:
-        ended = fit(run, pairs, opts["n_epochs"], opts["n_epochs_decay"], opts["batch_size"], step=_step(opts),
-                    shuffle=not opts["serial_batches"], max_steps=opts["max_steps"], hooks=[hooks],
+        ended = fit(run, pairs, opts["n_epochs"], opts["n_epochs_decay"], opts["batch_size"],
+                    step=hooks.watch.watching(_step(opts)), shuffle=not opts["serial_batches"],
+                    max_steps=opts["max_steps"], hooks=[hooks, hooks.watch],  # watch after: it shows what hooks wrote
                     num_workers=_num_workers(opts, device), rank=rank, world=world,
                     check_every=1 if device.type == "cpu" and world == 1 else opts["print_freq"])
         if hooks.saved_at != run.step and run.step > 0:

@@ -109,7 +109,7 @@ def test_two_processes_train_in_step_and_only_rank_0_writes(tmp_path):
             assert torch.equal(value, rank1[net][name]), f"{net}.{name} differs between the processes"
     run = tmp_path / "ck" / "ddp"
     assert sorted(p.name for p in run.iterdir()) == [".lock", "images", "latest_net_G.pt", "latest_state.pt",
-                                                     "loss_log.jsonl", "opt.json"]
+                                                     "loss_log.jsonl", "opt.json", "web"]
     records = [json.loads(line) for line in (run / "loss_log.jsonl").read_text().splitlines()]
     # one writer: each record once; 6 pairs over 2 processes = 3 iterations per epoch
     assert [(r["type"], r["step"]) for r in records] == [("train", 1), ("train", 2), ("train", 3), ("epoch", 3),

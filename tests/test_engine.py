@@ -109,7 +109,8 @@ def test_official_options_that_do_not_apply_are_accepted_with_a_notice(capsys):
     opts = parse(["--dataroot", "x", "--display_id", "0", "--no_html", "--use_wandb", "--gpu_ids", "-1",
                   "--suffix", "{model}", "--num_threads", "2"])
     err = capsys.readouterr().err
-    assert "--display_id is ignored" in err and "--no_html is ignored" in err and "--use_wandb is ignored" in err
+    assert "--display_id is ignored" in err and "--use_wandb is ignored" in err
+    assert "--no_html" not in err and opts["no_html"] is True  # an official option that works: no results page
     assert opts["device"] == "cpu"  # --gpu_ids -1 is the CPU
     assert opts["num_workers"] == 2  # the official --num_threads is the number of loader processes
     assert "display_id" not in opts
@@ -122,7 +123,7 @@ def test_a_run_writes_checkpoints_logs_and_images(data, tmp_path):
     assert result["status"] == "done" and result["exit_code"] == 0 and result["step"] == 7
     names = sorted(p.name for p in run.iterdir())
     assert names == [".lock", "1_net_G.pt", "1_state.pt", "images", "latest_net_G.pt", "latest_state.pt",
-                     "loss_log.jsonl", "opt.json"]
+                     "loss_log.jsonl", "opt.json", "web"]
     assert sorted(p.name for p in (run / "images").iterdir()) == ["epoch001.png", "step000007.png"]
     assert Image.open(run / "images" / "epoch001.png").size == (3 * 128, 2 * 128)  # input | output | target
     opts = json.loads((run / "opt.json").read_text())
