@@ -6,6 +6,9 @@ Files, under CHECKPOINTS_DIR/NAME/ (the official code's folder layout; our own f
     {epoch}_state.pt   the full training state; epoch is an int (end of that epoch) or "latest"
     {epoch}_net_G.pt   the generator alone, for inference (a fraction of the state's size)
     opt.json           the options of the run (JSON; an unlimited max_dataset_size is written as null)
+    pretrained.json    beside an official {epoch}_net_G.pth that `p2p download-model` placed (p2p_lib.pretrained):
+                       where it came from, and the options its tensors cannot tell (direction, crop size,
+                       dropout); `load_generator` completes the official file's options from it (JSON only)
 
 Every .pt file is a dict:
 
@@ -32,7 +35,7 @@ objects is refused (CheckpointError), so loading a checkpoint from the internet 
 
 Public API: CheckpointError, save_checkpoint, load_checkpoint, build_generator, load_generator,
 generator_checkpoint, load_state_dict_strict, read_model_file, is_model_file, require_options, write_atomically,
-generator_candidates, NETG_NUM_DOWNS, state_path, generator_path.
+generator_candidates, NETG_NUM_DOWNS, state_path, generator_path, pretrained_options, PRETRAINED_SIDECAR.
 """
 from __future__ import annotations
 
@@ -63,13 +66,16 @@ VERSION = 1
 KINDS = ("train_state", "generator")
 MODEL_FORMAT = "p2p_lib-model"  # the .safetensors model file; metadata values are strings
 MODEL_VERSION = "1"
+PRETRAINED_SIDECAR = "pretrained.json"  # beside an official .pth that `p2p download-model` placed
+PRETRAINED_FORMAT = "p2p_lib-pretrained"
 # NETG_NUM_DOWNS and GENERATOR_OPTIONS live in p2p_lib.networks; they stay importable from here for older callers.
 
 __all__ = ["CheckpointError", "FORMAT", "VERSION", "MODEL_FORMAT", "MODEL_VERSION", "NETG_NUM_DOWNS",
            "GENERATOR_OPTIONS", "save_checkpoint", "load_checkpoint", "build_generator", "load_generator",
            "generator_checkpoint", "load_state_dict_strict", "read_model_file", "is_model_file", "write_atomically",
            "generator_candidates", "require_options", "state_path", "generator_path", "jsonable_options",
-           "check_architecture", "require_finite", "WIDTH_LIMITS"]
+           "check_architecture", "require_finite", "WIDTH_LIMITS", "PRETRAINED_SIDECAR", "PRETRAINED_FORMAT",
+           "pretrained_options"]
 
 
 def state_path(run_dir: str | os.PathLike, epoch: int | str = "latest") -> Path:
@@ -421,16 +427,64 @@ def _from_our_checkpoint(obj: dict, path: Path, overrides: dict, warn: Callable[
     return G, options
 
 
-def _from_official_state_dict(obj: dict, overrides: dict, warn: Callable[[str], None]):
-    "(G, options) from an official latest_net_G.pth; architecture overrides rebuild it (or fail clearly)."
+def _pretrained_record(sidecar: Path) -> dict:
+    "The JSON object of a pretrained.json, or CheckpointError naming it and the way out."
+    redo = "delete it, or run `p2p download-model NAME --force` again"
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{sidecar} is not readable JSON ({err}); {redo}") from None
+    if not (isinstance(record, dict) and record.get("format") == PRETRAINED_FORMAT
+            and isinstance(record.get("options"), dict)):
+        raise CheckpointError(f"{sidecar} is not a record of p2p download-model (a JSON object with "
+                              f"format={PRETRAINED_FORMAT!r} and 'options'); {redo}")
+    options = record["options"]
+    crop_size = options.get("crop_size", 256)
+    if options.get("direction", "AtoB") not in ("AtoB", "BtoA") or type(crop_size) is not int or crop_size < 1:
+        raise CheckpointError(f"{sidecar}: direction {options.get('direction')!r} or crop_size "
+                              f"{options.get('crop_size')!r} is not valid (AtoB or BtoA; a positive integer); {redo}")
+    return record
+
+
+def pretrained_options(path: str | os.PathLike, warn: Callable[[str], None] | None = None) -> dict:
+    """The options that the PRETRAINED_SIDECAR beside the official file `path` records for it: the direction, crop
+    size and dropout that its tensors cannot tell. {} when there is none, when it describes another file of the
+    folder, or (with a warning) when `path` no longer has the size it recorded. Plain JSON: reading runs no code."""
+    path = Path(path)
+    sidecar = path.parent / PRETRAINED_SIDECAR
+    if not sidecar.is_file():
+        return {}
+    record = _pretrained_record(sidecar)
+    if record.get("file") != path.name:
+        return {}
+    size = path.stat().st_size
+    if record.get("bytes") != size:
+        (warn or _warn_caller)(f"{sidecar} describes a {path.name} of {record.get('bytes')} bytes, but {path} has "
+                               f"{size}: the file was replaced since, so the options recorded there (direction, crop "
+                               f"size) are not used; give them on the command line, or download the model again")
+        return {}
+    return dict(record["options"])
+
+
+def _from_official_state_dict(obj: dict, overrides: dict, warn: Callable[[str], None], recorded: dict | None = None):
+    """(G, options) from an official latest_net_G.pth; `recorded`: the options of its pretrained.json (they must agree
+    with the tensors). Overrides replace both, with a warning; architecture overrides rebuild G (or fail clearly)."""
+    recorded = recorded or {}
     G, found = generator_from_official_state_dict(obj)
-    architecture = {k: v for k, v in overrides.items() if k in GENERATOR_OPTIONS}
-    for key, value in architecture.items():
-        if key in found and found[key] != value:
+    clash = [f"{k}={recorded[k]!r} (the tensors: {found[k]!r})" for k in GENERATOR_OPTIONS
+             if k in recorded and k != "no_dropout" and recorded[k] != found.get(k)]
+    if clash:  # checked before any rebuild: an edited record must not make us build a network of its choosing
+        raise CheckpointError(f"the {PRETRAINED_SIDECAR} beside the official file records {', '.join(clash)}: the file "
+                              f"or its record was changed; delete {PRETRAINED_SIDECAR} or download the model again")
+    for key, value in overrides.items():
+        if key in recorded and recorded[key] != value and key != "load_size":
+            warn(f"--{key} {value} overrides the checkpoint's {key}={recorded[key]!r} (from {PRETRAINED_SIDECAR})")
+        elif key in GENERATOR_OPTIONS and key in found and found[key] != value:
             warn(f"--{key} {value} overrides {key}={found[key]!r} (what the official checkpoint implies)")
-    if architecture:
+    architecture = {k: v for k, v in {**recorded, **overrides}.items() if k in GENERATOR_OPTIONS}
+    if any(found.get(k) != v for k, v in architecture.items()):
         G, found = generator_from_official_state_dict(obj, architecture)
-    return G, {**found, **overrides}
+    return G, {**recorded, **found, **overrides}
 
 
 def _warn_caller(message: str) -> None:
@@ -454,7 +508,7 @@ def load_generator(source: str | os.PathLike, epoch: int | str = "latest", name:
     `source` is a file: a p2p_lib .pt (generator or training state), a p2p_lib .safetensors model file
     (recognised by extension or header) or an official .pth state dict; or a folder: CHECKPOINTS_DIR
     with `name`, or the run folder itself, where it looks for {epoch}_net_G.pt, then {epoch}_state.pt,
-    then the official {epoch}_net_G.pth.
+    then the official {epoch}_net_G.pth (its options completed from a pretrained.json beside it, if any).
     `overrides` (e.g. options given on a command line; None values are ignored) replace the file's
     options, and each disagreement is reported with `warn` (default: warnings.warn); architecture
     overrides that do not fit the weights fail with a CheckpointError naming the mismatch.
@@ -469,8 +523,9 @@ def load_generator(source: str | os.PathLike, epoch: int | str = "latest", name:
     if obj.get("format") in (FORMAT, MODEL_FORMAT):
         G, options = _from_our_checkpoint(obj, path, given, warn)
     elif is_official_unet_state_dict(obj):
+        _require_tensors(obj, f"generator ({path.name})")  # an official-looking dict of non-tensors: a clear error
         require_finite(obj, f"generator ({path.name})")
-        G, options = _from_official_state_dict(obj, given, warn)
+        G, options = _from_official_state_dict(obj, given, warn, pretrained_options(path, warn))
     else:
         raise _not_a_generator(path, obj)
     return _to(G, map_location), options

@@ -195,7 +195,7 @@ def local_source(name: str) -> Path | None:
 # ----------------------------------------------------------------------------------------------
 # Staging: everything is built beside the destination and renamed into place at the very end.
 
-class _Workspace:
+class Workspace:
     """Temporary files beside `dest` (same filesystem, so the final rename is atomic); all removed on exit."""
 
     def __init__(self, dest: Path):
@@ -227,7 +227,7 @@ class _Workspace:
         os.rename(staging, self.dest)
         self.placed = True
 
-    def __enter__(self) -> "_Workspace":
+    def __enter__(self) -> "Workspace":
         return self
 
     def __exit__(self, *exc) -> None:
@@ -262,7 +262,7 @@ def copy_verified(src: Path, dest: Path, manifest_or_spec: dict[str, str] | Data
     if bad:
         raise DownloadError(f"the local copy {src} does not verify ({len(bad)} problems, first: {bad[0]}); "
                             f"not using it. Fix or remove it (or unset the variable that points to it).")
-    with _Workspace(Path(dest)) as work:
+    with Workspace(Path(dest)) as work:
         staging = work.staging()
         for name in names:
             (staging / name).parent.mkdir(parents=True, exist_ok=True)
@@ -453,7 +453,7 @@ def download_dataset(spec: DatasetSpec, dest: Path, url: str | None = None, sha2
     url = url or spec.url
     if url is None:
         raise DownloadError(f"no published archive for {spec.name}")
-    with _Workspace(dest) as work:
+    with Workspace(dest) as work:
         archive = work.path("download", ".tar.gz")
         print(f"{spec.name}: downloading {url}")
         digest, size = fetch(url, archive, timeout=timeout, desc=f"{spec.name}.tar.gz", deadline=deadline)
@@ -518,20 +518,20 @@ def ensure_dataset(name: str, dest: Path, offline: bool = False, url: str | None
     return download_dataset(spec, dest, url=url, sha256=sha256, timeout=timeout, deadline=deadline)
 
 
-class _Terminated(BaseException):
+class Terminated(BaseException):
     "SIGTERM, raised where the process is, so that the temporary files are removed on the way out."
 
 
-def _terminate(signum, frame):
-    raise _Terminated()
+def raise_terminated(signum, frame):
+    raise Terminated()
 
 
 def _run(args: argparse.Namespace) -> int:
-    previous = signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         ensure_dataset(args.name, Path(args.dest or Path("datasets") / args.name), offline=args.offline,
                        url=args.url, sha256=args.sha256, deadline=args.timeout)
-    except _Terminated:
+    except Terminated:
         print("p2p download: terminated (SIGTERM); nothing was placed and the temporary files were removed",
               file=sys.stderr)
         return 143

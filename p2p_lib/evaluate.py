@@ -8,7 +8,9 @@ p2p translate  files or folders of inputs, no targets: one output image per inpu
 The generator comes from CHECKPOINTS_DIR/NAME/EPOCH_net_G.pt (or EPOCH_state.pt, or the official
 EPOCH_net_G.pth), or from --checkpoint FILE (any of those, or a .safetensors model file), through
 p2p_lib.checkpoint.load_generator. Its architecture and data options come from the
-checkpoint; flags given explicitly override them, with a warning when they disagree.
+checkpoint (for an official .pth that `p2p download-model` placed, also from the pretrained.json
+beside it: the direction and crop size); flags given explicitly override them, with a warning
+when they disagree.
 """
 from __future__ import annotations
 
