@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "p2p_lib.engine",     # p2p train
     "p2p_lib.evaluate",   # p2p test, p2p translate
     "p2p_lib.pretrained",  # p2p download-model
+    "p2p_lib.modelexport",  # p2p export
 )
 
 

@@ -8,7 +8,8 @@ import pytest
 
 from p2p_lib.cli import build_parser, main
 
-COMMANDS = ["download", "check-data", "combine", "make-pairs", "train", "test", "translate"]
+COMMANDS = ["download", "download-model", "check-data", "combine", "make-pairs", "train", "test", "translate",
+            "export"]
 
 
 def test_every_command_is_listed_in_the_help(capsys):
