@@ -48,6 +48,7 @@ import urllib.error
 import urllib.request
 import zlib
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -526,28 +527,34 @@ def raise_terminated(signum, frame):
     raise Terminated()
 
 
-def _run(args: argparse.Namespace) -> int:
+def run_download(action: Callable[[], object], prefix: str) -> int:
+    """Run a download as a command does: SIGTERM and Ctrl-C end it with its temporary files removed; every
+    failure is one line on stderr starting with `prefix`. Returns the exit status (0, 1, 130 or 143)."""
     previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
-        ensure_dataset(args.name, Path(args.dest or Path("datasets") / args.name), offline=args.offline,
-                       url=args.url, sha256=args.sha256, deadline=args.timeout)
+        action()
     except Terminated:
-        print("p2p download: terminated (SIGTERM); nothing was placed and the temporary files were removed",
+        print(f"{prefix}: terminated (SIGTERM); nothing was placed and the temporary files were removed",
               file=sys.stderr)
         return 143
     except DownloadError as err:
-        print(f"p2p download: {err}", file=sys.stderr)
+        print(f"{prefix}: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("p2p download: interrupted; nothing was placed and the temporary files were removed",
-              file=sys.stderr)
+        print(f"{prefix}: interrupted; nothing was placed and the temporary files were removed", file=sys.stderr)
         return 130
     except OSError as err:  # e.g. no permission to create the destination's folder, or a full disk
-        print(f"p2p download: {err}; nothing was placed", file=sys.stderr)
+        print(f"{prefix}: {err}; nothing was placed", file=sys.stderr)
         return 1
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    return run_download(lambda: ensure_dataset(args.name, Path(args.dest or Path("datasets") / args.name),
+                                               offline=args.offline, url=args.url, sha256=args.sha256,
+                                               deadline=args.timeout), "p2p download")
 
 
 def register_cli(subparsers) -> None:

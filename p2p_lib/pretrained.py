@@ -28,7 +28,6 @@ import argparse
 import json
 import os
 import re
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,7 @@ import torch
 
 from p2p_lib.checkpoint import (PRETRAINED_FORMAT, PRETRAINED_SIDECAR, CheckpointError, generator_candidates,
                                 load_checkpoint, require_finite)
-from p2p_lib.download import DEADLINE_S, TIMEOUT_S, DownloadError, Terminated, raise_terminated, Workspace, fetch
+from p2p_lib.download import DEADLINE_S, TIMEOUT_S, DownloadError, Workspace, fetch, run_download
 from p2p_lib.networks import GENERATOR_OPTIONS
 from p2p_lib.official import generator_from_official_state_dict, is_official_unet_state_dict
 from p2p_lib.optiontypes import number
@@ -247,25 +246,8 @@ def _run(args: argparse.Namespace) -> int:
     except DownloadError as err:  # a usage error, found before any network access
         print(f"error: {err}", file=sys.stderr)
         return 2
-    previous = signal.signal(signal.SIGTERM, raise_terminated)
-    try:
-        download_model(args.name, args.checkpoints_dir, url=args.url, sha256=args.sha256, force=args.force,
-                       deadline=args.timeout)
-    except Terminated:
-        print("error: terminated (SIGTERM); nothing was placed and the temporary files were removed", file=sys.stderr)
-        return 143
-    except KeyboardInterrupt:
-        print("error: interrupted; nothing was placed and the temporary files were removed", file=sys.stderr)
-        return 130
-    except DownloadError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    except OSError as err:  # e.g. no permission to create the run folder, or a full disk
-        print(f"error: {err}; nothing was placed", file=sys.stderr)
-        return 1
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return 0
+    return run_download(lambda: download_model(args.name, args.checkpoints_dir, url=args.url, sha256=args.sha256,
+                                               force=args.force, deadline=args.timeout), "error")
 
 
 def register_cli(subparsers) -> None:

@@ -293,3 +293,13 @@ def test_a_damaged_record_is_refused_with_its_name(served, capsys, edit, said):
     with pytest.raises(CheckpointError, match="pretrained.json") as caught:
         load_generator(served["run"] / "latest_net_G.pth")
     assert said in str(caught.value)
+
+
+def test_ctrl_c_during_the_download_places_nothing_and_exits_130(served, capsys, monkeypatch):
+    def interrupted(url, target, **kwargs):
+        Path(target).write_bytes(served["good"][:100])  # part of the file has arrived
+        raise KeyboardInterrupt
+    monkeypatch.setattr(pretrained, "fetch", interrupted)
+    assert fetch_model(served) == 130
+    assert "error: interrupted; nothing was placed and the temporary files were removed" in capsys.readouterr().err
+    assert not served["run"].exists() or list(served["run"].iterdir()) == []
