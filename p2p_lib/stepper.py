@@ -8,7 +8,6 @@ import torch
 from p2p_lib.losses import GANLoss, discriminator_loss, generator_loss
 from p2p_lib.patchgan import PatchDiscriminator
 from p2p_lib.unet import UNetGenerator
-from p2p_lib.verdicts import patch_verdicts
 
 
 __all__ = ['StepByStep']
@@ -16,6 +15,8 @@ __all__ = ['StepByStep']
 
 from p2p_lib.train import (LOSS_NAMES, make_optimizers, seeded, train_step, translate_batch, translation_mode,
                            update_D, update_G, val_tensors)
+if __name__ != "__main__":  # in p2p_lib/stepper.py; this notebook uses the lesson's own definitions
+    from p2p_lib.verdicts import patch_verdicts
 
 
 class StepByStep:

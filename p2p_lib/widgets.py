@@ -11,17 +11,19 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 from p2p_lib.train import image_grid, translate_batch
-from p2p_lib.verdicts import patch_verdicts, verdict_overlay
 from IPython.display import Image as PNG, display
 
 
 __all__ = ['METRIC_NAMES', 'png', 'figure_png', 'row', 'LambdaExplorer', 'PatchExplorer', 'VerdictExplorer', 'translate_one', 'StepperWidget', 'DrawFacade', 'show_png']
 
 
-from p2p_lib.ablation import (LAMBDA_SETTINGS, PATCH_CHOICES, VIEW_METRICS, lambda_view, outline_patch, patch_view,
-                              summarise)
-from p2p_lib.facadedraw import (FACADE_CLASSES, blank_labels, drawing_to_photo, labels_from_map, paint_rectangle,
-                                render_labels)
+if __name__ != "__main__":  # in p2p_lib/widgets.py; this notebook uses the lesson's own definitions
+    from p2p_lib.ablation import (LAMBDA_SETTINGS, PATCH_CHOICES, VIEW_METRICS, lambda_view, outline_patch, patch_view,
+                                  summarise)
+    from p2p_lib.facadedraw import (FACADE_CLASSES, blank_labels, drawing_to_photo, labels_from_map, paint_rectangle,
+                                    render_labels)
+if __name__ != "__main__":  # in p2p_lib/widgets.py; this notebook uses the lesson's own definitions
+    from p2p_lib.verdicts import patch_verdicts, verdict_overlay
 
 METRIC_NAMES = {"L1": "L1 ↓", "SSIM": "SSIM ↑", "colour": "colour ↑", "sharpness_pooled": "sharpness (pooled)"}
 
