@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
 from p2p_lib.rundir import describe_write_error
 
-__all__ = ["SaveFailed", "RunLog", "hyperparameters", "VAL_METRIC_TAGS"]
+__all__ = ["SaveFailed", "RunLog", "read_log", "hyperparameters", "VAL_METRIC_TAGS"]
 
 # The scalar tags that always hold the latest validation scores, whichever record brought them.
 VAL_METRIC_TAGS = {"val_L1": "val/L1", "val_PSNR": "val/PSNR"}
@@ -26,6 +27,23 @@ COUNTERS = ("step", "epoch", "epoch_iter")
 
 class SaveFailed(Exception):
     """A checkpoint or log could not be written (disk full, read-only, ...): the files saved before are intact."""
+
+
+def read_log(path: str | os.PathLike) -> list[dict]:
+    "The records of loss_log.jsonl; a line still being written (or damaged: no whole-number step) is skipped."
+    try:
+        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
+    except FileNotFoundError:
+        return []
+    records = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict) and isinstance(record.get("step"), int) and isinstance(record.get("epoch", 0), int):
+            records.append(record)
+    return records
 
 
 def hyperparameters(opts: dict) -> dict:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import html
 import io
-import json
 import math
 import os
 import re
@@ -44,9 +43,10 @@ from torch import nn
 
 from p2p_lib.checkpoint import write_atomically
 from p2p_lib.rundir import describe_write_error, remove_leftover_temporaries
+from p2p_lib.runlog import read_log
 from p2p_lib.train import Hooks, image_grid, run_step, translate_batch
 
-__all__ = ["VISUAL_LABELS", "REFRESH_SECONDS", "read_log", "curve_series", "svg_curve", "page_sections",
+__all__ = ["VISUAL_LABELS", "REFRESH_SECONDS", "curve_series", "svg_curve", "page_sections",
            "render_page", "ResultsPage", "WatchHooks"]
 
 VISUAL_LABELS = ("real_A", "fake_B", "real_B")
@@ -74,23 +74,6 @@ def _text(value) -> str:
 
 
 # ----------------------------------------------------------------------------------------- the curves
-
-def read_log(path: str | os.PathLike) -> list[dict]:
-    "The records of loss_log.jsonl; a line still being written (or damaged: no whole-number step) is skipped."
-    try:
-        lines = Path(path).read_text(encoding="utf-8", errors="replace").splitlines()
-    except FileNotFoundError:
-        return []
-    records = []
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict) and isinstance(record.get("step"), int) and isinstance(record.get("epoch", 0), int):
-            records.append(record)
-    return records
-
 
 def _number(value) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)

@@ -5,7 +5,6 @@ build/browser-test/ as test artefacts."""
 import base64
 import json
 import os
-import shutil
 import socket
 import subprocess
 import sys
@@ -14,14 +13,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from chromium import ARTIFACTS, launch, playwright_or_skip  # tests/chromium.py
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "build" / "browser-test"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-playwright = pytest.importorskip("playwright.sync_api", reason="install Playwright for Python: pip install playwright")
-if CHROMIUM is None:
-    pytest.skip("no chromium on PATH: install Debian's chromium (apt-get install chromium); `make test` does so "
-                "when it runs as root", allow_module_level=True)
+playwright = playwright_or_skip()
 
 # The notebook the browser runs: the lesson's widgets, built from p2p_lib and the committed sweep results.
 CELLS = [
@@ -134,9 +128,7 @@ def test_the_widgets_work_in_a_real_browser(lab):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     sweep = load_sweep()
     with playwright.sync_playwright() as p:
-        # as root chromium needs --no-sandbox; containers often have a tiny /dev/shm
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
             page.goto(f"{base}/lab/tree/widgets.ipynb?token={token}", wait_until="domcontentloaded")

@@ -10,14 +10,14 @@ import hashlib
 import io
 import socket
 import tarfile
-import threading
 import time
 import urllib.error
 from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from loopback import serving  # tests/loopback.py
 
 from p2p_lib import cli, download
 from p2p_lib.download import DatasetSpec, DownloadError, ensure_dataset
@@ -107,19 +107,9 @@ class _Handler(SimpleHTTPRequestHandler):
 def server(tmp_path):
     root = tmp_path / "srv"
     root.mkdir()
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), partial(_Handler, directory=str(root)))
-    httpd.requests = []
-    httpd.root = root
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(partial(_Handler, directory=str(root))) as httpd:
+        httpd.root = root
         yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-    assert not thread.is_alive()
 
 
 @pytest.fixture

@@ -9,14 +9,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import threading
 from collections import OrderedDict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from loopback import serving  # tests/loopback.py
 from netfactory import with_trained_statistics  # tests/netfactory.py
 from PIL import Image
 
@@ -70,18 +70,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    httpd.requests, httpd.files = [], {}
-    httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
-    thread = threading.Thread(target=httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
+    with serving(_Handler) as httpd:
+        httpd.files = {}
         yield httpd
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-    assert not thread.is_alive()
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 import p2p_lib.checkpoint as checkpoint_module
-from p2p_lib.runpage import MAX_POINTS, ResultsPage, curve_series, read_log, svg_curve
+from p2p_lib.runlog import read_log
+from p2p_lib.runpage import MAX_POINTS, ResultsPage, curve_series, svg_curve
 from test_engine import assert_same_training_state, data, state, tiny, train  # noqa: F401  (data: the fixture)
 
 

@@ -1,21 +1,13 @@
 """The results page of a tiny `p2p train` run in a real browser: Debian's chromium driven by Playwright for
 Python (nothing is downloaded) opens web/index.html (file://) while the run trains, and sees it render and
 then reload itself with the next epoch. Screenshots go to build/browser-test/ as test artefacts."""
-import shutil
-from pathlib import Path
 
-import pytest
+from chromium import ARTIFACTS, launch, playwright_or_skip  # tests/chromium.py
 
 import p2p_lib.runpage as runpage
 from test_engine import data, tiny, train  # noqa: F401  (data: the fixture)
 
-ROOT = Path(__file__).resolve().parents[1]
-ARTIFACTS = ROOT / "build" / "browser-test"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-playwright = pytest.importorskip("playwright.sync_api", reason="install Playwright for Python: pip install playwright")
-if CHROMIUM is None:
-    pytest.skip("no chromium on PATH: install Debian's chromium (apt-get install chromium); `make test` does so "
-                "when it runs as root", allow_module_level=True)
+playwright = playwright_or_skip()
 
 # In the page: how many pictures it has if every one has loaded (a broken or missing one has naturalWidth 0), else 0.
 PICTURES_LOADED = """() => { const images = Array.from(document.images);
@@ -40,9 +32,7 @@ def test_the_page_renders_and_reloads_itself_with_the_next_epoch_while_the_run_t
     index = tmp_path / "ck" / "run" / "web" / "index.html"
     seen = {}
     with playwright.sync_playwright() as p:
-        # as root chromium needs --no-sandbox; containers often have a tiny /dev/shm
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"])
+        browser = launch(p)
         page = browser.new_page(viewport={"width": 1300, "height": 900})
 
         def watch(step, losses):  # called by the run after each iteration: the browser looks meanwhile
