@@ -53,6 +53,7 @@ from p2p_lib.checkpoint import (CheckpointError, check_architecture, generator_c
 from p2p_lib.modelfile import save_model_file
 from p2p_lib.networks import DISCRIMINATOR_OPTIONS, NETG_NUM_DOWNS, RESNET_BLOCKS, define_D, size_multiple_of
 from p2p_lib.official import our_state_dict_to_official
+from p2p_lib.rundir import describe_write_error
 
 __all__ = ["FORMATS", "MODES", "ExportError", "BatchStatisticsNorm", "RandomDropout", "describe_mode",
            "prepare_for_export", "export_program", "save_pt2", "load_pt2", "save_onnx", "save_official",
@@ -473,7 +474,7 @@ def run_export(args) -> int:
         try:
             export(args, G, options, source, output, mode)
         except OSError as err:  # the write itself (reads raise CheckpointError): a full disk, a folder gone
-            raise ExportError(f"cannot write {output}: {err.strerror or err}") from None
+            raise ExportError(f"cannot write {output}: {describe_write_error(err, output.parent)}") from None
     except (ExportError, CheckpointError) as err:
         print(f"error: {err}", file=sys.stderr)
         return getattr(err, "status", 1)
